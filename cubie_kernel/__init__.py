@@ -1,0 +1,27 @@
+"""cubie_kernel: batch ODE integration on one device (cpu or cuda), one thread per run."""
+
+from cubie_kernel.batch_kernel import BatchSolverConfig, BatchSolverKernel
+from cubie_kernel.buffers import BufferRegistry
+from cubie_kernel.integrators.single_run import IntegratorSettings, SingleIntegratorRun
+from cubie_kernel.solver import Solver, solve_ivp
+from cubie_kernel.status import RunFailedError, RunStatus, raise_on_failure
+from cubie_kernel.systems import ODESystem
+
+#: The process's default buffer registry (components built without an
+#: explicit registry use it; each Solver makes its own).
+buffer_registry = BufferRegistry()
+
+__all__ = [
+    "BatchSolverConfig",
+    "BatchSolverKernel",
+    "BufferRegistry",
+    "IntegratorSettings",
+    "ODESystem",
+    "RunFailedError",
+    "RunStatus",
+    "SingleIntegratorRun",
+    "Solver",
+    "buffer_registry",
+    "raise_on_failure",
+    "solve_ivp",
+]

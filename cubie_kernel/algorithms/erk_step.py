@@ -1,0 +1,117 @@
+"""One explicit Runge-Kutta step for any tableau.
+
+The step is generic: the tableau is read in Python at build time and handed
+to the device function as precision-cast closure constants (homogeneous
+tuples, indexable on every target), with ``n_stages`` and ``n_states`` as
+compile-time loop bounds the compiler unrolls.
+
+Buffers (registered under the step, sizes in elements)
+------------------------------------------------------
+``stages``
+    ``n_stages * n_states``: the stage derivatives ``k_i``, stage-major.
+``stage_state``
+    ``n_states``: the state at which the next stage is evaluated.
+"""
+
+from __future__ import annotations
+
+import attrs
+import numpy as np
+
+from cubie_kernel import targets
+from cubie_kernel.algorithms.tableau import ButcherTableau
+from cubie_kernel.factory import CompiledFactory
+from cubie_kernel.systems import ODESystem
+
+
+@attrs.frozen
+class ERKStepSettings:
+    """Compile-time settings of an explicit Runge-Kutta step."""
+
+    tableau: ButcherTableau
+    system: ODESystem
+    precision: type = np.float64
+    target: str = "cpu"
+
+
+class ERKStep(CompiledFactory):
+    """Factory of the explicit Runge-Kutta step device function.
+
+    The device function is
+    ``step(state, proposed, error, parameters, t, dt, shared, persistent)``:
+    it writes the new solution to ``proposed`` and, for tableaus with an
+    embedded pair, the local error estimate ``dt * sum_i e_i k_i`` to
+    ``error``; ``t`` and ``dt`` are float64; ``shared``/``persistent`` are
+    the step's own regions. It returns 0 (explicit steps cannot fail).
+    """
+
+    def __init__(self, settings: ERKStepSettings, registry) -> None:
+        super().__init__(settings)
+        self._registry = registry
+        self.register_buffers()
+
+    @property
+    def registry(self):
+        return self._registry
+
+    def register_buffers(self) -> None:
+        s = self.compile_settings
+        n = s.system.n_states
+        self._registry.register("stages", self, s.tableau.n_stages * n)
+        self._registry.register("stage_state", self, n)
+
+    def settings_changed(self, changed: set[str]) -> None:
+        if changed & {"tableau", "system"}:
+            self.register_buffers()
+
+    @property
+    def tableau(self) -> ButcherTableau:
+        return self.compile_settings.tableau
+
+    def build(self):
+        s = self.compile_settings
+        backend = targets.get_target(s.target)
+        precision = np.dtype(s.precision).type
+        dxdt_py, _ = s.system.python_functions(precision)
+        dxdt = backend.device_jit(dxdt_py)
+        alloc_stages = self._registry.get_allocator("stages", self, s.target, precision)
+        alloc_stage_state = self._registry.get_allocator(
+            "stage_state", self, s.target, precision
+        )
+        cast = s.tableau.cast(precision)
+        n_stages = cast.n_stages
+        n_states = s.system.n_states
+        a, b, c, e = cast.a, cast.b, cast.c, cast.b_error
+        adaptive = cast.adaptive
+        zero = precision(0.0)
+
+        def erk_step(state, proposed, error, parameters, t, dt, shared, persistent):
+            stages = alloc_stages(shared, persistent)
+            stage_state = alloc_stage_state(shared, persistent)
+            h = precision(dt)
+            for i in range(n_stages):
+                for k in range(n_states):
+                    increment = zero
+                    for j in range(i):
+                        increment += a[i * n_stages + j] * stages[j * n_states + k]
+                    stage_state[k] = state[k] + h * increment
+                t_stage = precision(t + c[i] * dt)
+                dxdt(
+                    stage_state,
+                    parameters,
+                    t_stage,
+                    stages[i * n_states : (i + 1) * n_states],
+                )
+            for k in range(n_states):
+                solution = zero
+                estimate = zero
+                for i in range(n_stages):
+                    solution += b[i] * stages[i * n_states + k]
+                    if adaptive:
+                        estimate += e[i] * stages[i * n_states + k]
+                proposed[k] = state[k] + h * solution
+                if adaptive:
+                    error[k] = h * estimate
+            return 0
+
+        return backend.device_jit(erk_step)

@@ -1,0 +1,193 @@
+"""Butcher tableaus for explicit Runge-Kutta methods, stored as exact data.
+
+A method is data, not code: the explicit Runge-Kutta step engine
+(:mod:`cubie_kernel.algorithms.erk_step`) reads a :class:`ButcherTableau`
+at build time and turns it into precision-cast closure constants. Adding a
+method means adding a tableau module under ``tableaus/``.
+
+Layout of a tableau with ``s`` stages::
+
+    c_0 |
+    c_1 | a_10
+    c_2 | a_20  a_21
+    ... | ...
+    ----+----------------------
+        | b_0   b_1  ...  b_s-1      (solution weights, order ``order``)
+        | e_0   e_1  ...  e_s-1      (error weights b - b_hat, sum to 0)
+
+``a`` holds the strictly lower triangle as ragged rows (row ``i`` has ``i``
+entries), ``b_error`` holds ``b - b_hat`` directly, so the local error
+estimate is the single weighted sum ``dt * sum_i b_error[i] * k_i``.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Sequence
+
+import attrs
+import numpy as np
+
+#: Absolute tolerance for the algebraic checks of tableaus whose
+#: coefficients are published as decimals rather than exact rationals.
+ALGEBRA_TOLERANCE = Fraction(1, 10**12)
+
+
+def _to_fraction(value) -> Fraction:
+    """Convert an int, Fraction, or decimal string to an exact Fraction.
+
+    Floats are rejected: a float literal has already lost the published
+    digits, so tableaus spell decimals as strings (``"0.161"``).
+    """
+    if isinstance(value, bool):
+        raise TypeError(f"tableau coefficient must be a number, got {value!r}")
+    if isinstance(value, (int, Fraction)):
+        return Fraction(value)
+    if isinstance(value, str):
+        return Fraction(value)
+    raise TypeError(
+        f"tableau coefficient {value!r} must be an int, a Fraction or a "
+        "decimal string (floats lose the published digits)"
+    )
+
+
+def _row(values: Sequence) -> tuple[Fraction, ...]:
+    return tuple(_to_fraction(v) for v in values)
+
+
+def _rows(rows: Sequence[Sequence]) -> tuple[tuple[Fraction, ...], ...]:
+    return tuple(_row(r) for r in rows)
+
+
+def _optional_row(values):
+    return None if values is None else _row(values)
+
+
+@attrs.frozen
+class CastTableau:
+    """A tableau's coefficients as plain floats of one precision.
+
+    The fields are homogeneous tuples so numba can index them with a loop
+    variable on every target. ``a`` is the full ``s x s`` matrix flattened
+    row-major (zeros above and on the diagonal).
+    """
+
+    n_stages: int
+    a: tuple
+    b: tuple
+    c: tuple
+    b_error: tuple
+    fsal: bool
+    adaptive: bool
+
+
+@attrs.frozen
+class ButcherTableau:
+    """An explicit Runge-Kutta method as exact coefficients.
+
+    Parameters
+    ----------
+    name
+        Canonical method name, e.g. ``"dormand_prince_54"``.
+    a
+        Strictly lower triangle as ragged rows: ``a[i]`` has ``i`` entries.
+    b
+        Solution weights, one per stage.
+    c
+        Stage nodes, one per stage; ``c[0]`` is 0 for explicit methods.
+    order
+        Order of the solution advanced by ``b``.
+    b_error
+        Error weights ``b - b_hat`` (sum to zero), or None for a method
+        without an embedded estimate.
+    error_order
+        Order of the embedded solution ``b_hat`` (None without one).
+    description
+        Free text for docs: reference, properties.
+
+    Derived, never typed: ``n_stages``, ``fsal`` (first same as last: the
+    last stage is evaluated at the new solution, so it can be reused as the
+    next step's first stage), ``adaptive``.
+    """
+
+    name: str
+    a: tuple = attrs.field(converter=_rows)
+    b: tuple = attrs.field(converter=_row)
+    c: tuple = attrs.field(converter=_row)
+    order: int
+    b_error: tuple | None = attrs.field(default=None, converter=_optional_row)
+    error_order: int | None = None
+    description: str = ""
+
+    def __attrs_post_init__(self):
+        s = len(self.b)
+        problems = []
+        if len(self.c) != s:
+            problems.append(f"len(c)={len(self.c)} but len(b)={s}")
+        if len(self.a) != s:
+            problems.append(f"a has {len(self.a)} rows but the method has {s} stages")
+        for i, row in enumerate(self.a):
+            if len(row) != i:
+                problems.append(f"a[{i}] has {len(row)} entries, expected {i}")
+        if problems:
+            raise ValueError(f"tableau {self.name!r}: " + "; ".join(problems))
+        if self.c[0] != 0:
+            problems.append(f"c[0] = {self.c[0]} but an explicit method needs 0")
+        for i, row in enumerate(self.a):
+            if abs(sum(row, Fraction(0)) - self.c[i]) > ALGEBRA_TOLERANCE:
+                problems.append(f"row {i} of a sums to {float(sum(row))}, c[{i}] = {float(self.c[i])}")
+        if abs(sum(self.b, Fraction(0)) - 1) > ALGEBRA_TOLERANCE:
+            problems.append(f"b sums to {float(sum(self.b))}, expected 1")
+        if self.b_error is not None:
+            if len(self.b_error) != s:
+                problems.append(f"len(b_error)={len(self.b_error)} but len(b)={s}")
+            elif abs(sum(self.b_error, Fraction(0))) > ALGEBRA_TOLERANCE:
+                problems.append(f"b_error sums to {float(sum(self.b_error))}, expected 0")
+            if self.error_order is None:
+                problems.append("b_error given without error_order")
+        elif self.error_order is not None:
+            problems.append("error_order given without b_error")
+        if problems:
+            raise ValueError(f"tableau {self.name!r}: " + "; ".join(problems))
+
+    @property
+    def n_stages(self) -> int:
+        return len(self.b)
+
+    @property
+    def adaptive(self) -> bool:
+        return self.b_error is not None
+
+    @property
+    def fsal(self) -> bool:
+        """True when the last stage is evaluated at the step's solution."""
+        s = self.n_stages
+        if s < 2 or self.c[-1] != 1:
+            return False
+        return all(
+            abs(self.a[s - 1][j] - self.b[j]) <= ALGEBRA_TOLERANCE for j in range(s - 1)
+        ) and self.b[-1] == 0
+
+    def a_matrix(self) -> np.ndarray:
+        """The full ``s x s`` coefficient matrix as float64."""
+        s = self.n_stages
+        out = np.zeros((s, s))
+        for i, row in enumerate(self.a):
+            out[i, : len(row)] = [float(v) for v in row]
+        return out
+
+    def cast(self, precision) -> CastTableau:
+        """Coefficients rounded once to ``precision`` (numpy float type)."""
+        dtype = np.dtype(precision).type
+        s = self.n_stages
+        flat_a = tuple(dtype(v) for v in self.a_matrix().ravel())
+        b_error = self.b_error if self.b_error is not None else (0,) * s
+        return CastTableau(
+            n_stages=s,
+            a=flat_a,
+            b=tuple(dtype(float(v)) for v in self.b),
+            c=tuple(dtype(float(v)) for v in self.c),
+            b_error=tuple(dtype(float(v)) for v in b_error),
+            fsal=self.fsal,
+            adaptive=self.adaptive,
+        )

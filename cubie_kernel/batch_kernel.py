@@ -1,0 +1,293 @@
+"""``BatchSolverKernel``: many independent runs on one device.
+
+The kernel owns nothing but compile-time settings (:class:`BatchSolverConfig`:
+``loop_fn``, ``compile_flags``, ``precision``). Every memory size is read
+from the buffer registry when it is needed, so moving a buffer between
+shared and local memory changes the next build and the next launch.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import attrs
+import numpy as np
+
+from cubie_kernel import launch_geometry as geometry
+from cubie_kernel import targets
+from cubie_kernel.factory import CompiledFactory
+from cubie_kernel.integrators.loop import COUNTER_NAMES
+from cubie_kernel.integrators.single_run import SingleIntegratorRun
+from cubie_kernel.outputs import OutputFlags, save_times
+
+#: Fraction of free device memory one batch chunk may use.
+DEVICE_MEMORY_FRACTION = 0.8
+
+
+@attrs.frozen
+class BatchSolverConfig:
+    """Compile-time settings of the batch kernel: no memory sizes here."""
+
+    loop_fn: Any
+    compile_flags: OutputFlags
+    precision: type
+
+
+@attrs.frozen
+class BatchOutput:
+    """Host arrays of one batch, in the device's coalesced order.
+
+    ``state`` is (time, variable, run), ``observables`` likewise,
+    ``counters`` is (counter, run), ``status`` is (run,), ``time`` holds the
+    save times (absolute, float64).
+    """
+
+    time: np.ndarray
+    state: np.ndarray
+    observables: np.ndarray
+    counters: np.ndarray
+    status: np.ndarray
+    n_chunks: int
+
+
+class BatchSolverKernel(CompiledFactory):
+    """Launch many runs of one :class:`SingleIntegratorRun`.
+
+    Parameters
+    ----------
+    single_integrator
+        The assembled run; its registry answers every memory question.
+    threads_per_block
+        Upper bound of the cuda block size (shrunk for shared memory).
+    """
+
+    def __init__(self, single_integrator: SingleIntegratorRun, threads_per_block: int = 128):
+        self.single_integrator = single_integrator
+        self.threads_per_block = int(threads_per_block)
+        super().__init__(self._current_config())
+
+    def _current_config(self) -> BatchSolverConfig:
+        run = self.single_integrator
+        return BatchSolverConfig(
+            loop_fn=run.device_function, compile_flags=run.compile_flags, precision=run.precision
+        )
+
+    def refresh(self) -> None:
+        """Pull ``loop_fn``/``compile_flags``/``precision`` from the run (rebuilds if stale)."""
+        config = self._current_config()
+        self.update_compile_settings(attrs.asdict(config, recurse=False))
+
+    @property
+    def config(self) -> BatchSolverConfig:
+        return self.compile_settings
+
+    @property
+    def registry(self):
+        return self.single_integrator.registry
+
+    @property
+    def target(self) -> str:
+        return self.single_integrator.target
+
+    # ------------------------------------------------------------------ update
+    def update(self, updates: Mapping[str, Any] | None = None, **kwargs) -> set[str]:
+        """Route settings: run settings to the run, ``*_location`` keys to the registry.
+
+        Raises KeyError naming keys nobody recognised, before anything
+        changes. Returns the recognised keys.
+        """
+        updates = {**(updates or {}), **kwargs}
+        run = self.single_integrator
+        location_keys = self.registry.location_keys(run)
+        unknown = [k for k in updates if k not in location_keys and k not in _run_settings()]
+        if unknown:
+            raise KeyError(
+                f"unknown setting(s) {sorted(unknown)}; valid: {sorted(_run_settings())} "
+                f"and buffer locations {sorted(location_keys)}"
+            )
+        recognised = run.update({k: v for k, v in updates.items() if k in _run_settings()})
+        locations = {k: v for k, v in updates.items() if k in location_keys}
+        if locations:
+            recognised |= self._update_locations(locations)
+        self.refresh()
+        return recognised
+
+    def _update_locations(self, locations: Mapping[str, str]) -> set[str]:
+        recognised = set()
+        stack = [self.single_integrator]
+        while stack:
+            owner = stack.pop()
+            recognised |= self.registry.update(owner, locations)
+            stack.extend(self.registry.children(owner).values())
+        return recognised
+
+    # ------------------------------------------------------------------ memory
+    @property
+    def shared_memory_elements(self) -> int:
+        return self.registry.shared_buffer_size(self.single_integrator)
+
+    @property
+    def local_memory_elements(self) -> int:
+        return self.registry.persistent_local_buffer_size(self.single_integrator)
+
+    @property
+    def itemsize(self) -> int:
+        return np.dtype(self.single_integrator.precision).itemsize
+
+    @property
+    def shared_memory_bytes(self) -> int:
+        """Dynamic shared bytes of one run, padding included."""
+        return geometry.shared_stride(self.shared_memory_elements) * self.itemsize
+
+    @property
+    def shared_memory_needs_padding(self) -> bool:
+        return geometry.needs_padding(self.shared_memory_elements)
+
+    def n_saves(self, duration: float) -> int:
+        return len(save_times(duration, self.single_integrator.settings.save_every))
+
+    def per_run_device_bytes(self, duration: float) -> int:
+        """Device bytes one run needs: inputs + outputs + registry scratch.
+
+        The figure the distributed planner sizes chunks with.
+        """
+        run = self.single_integrator
+        system = run.system
+        inputs = (system.n_states + system.n_parameters) * self.itemsize
+        outputs = self.n_saves(duration) * (run.n_saved_states + run.n_saved_observables)
+        outputs *= self.itemsize
+        bookkeeping = (len(COUNTER_NAMES) + 1) * 4
+        scratch = self.registry.scratch_elements(run) * self.itemsize
+        return inputs + outputs + bookkeeping + scratch
+
+    # ------------------------------------------------------------------- build
+    def build(self):
+        return self.build_kernel()
+
+    def build_kernel(self):
+        """Compile the batch kernel with sizes read from the registry now."""
+        run = self.single_integrator
+        backend = targets.get_target(run.target)
+        shared = self.shared_memory_elements
+        if run.target == "cpu":
+            persistent = self.registry.persistent_region_size(run, "cpu")
+            return backend.build_batch_kernel(
+                self.config.loop_fn, shared, persistent, self.config.precision
+            )
+        return backend.build_batch_kernel(
+            self.config.loop_fn,
+            shared,
+            geometry.shared_stride(shared),
+            self.local_memory_elements,
+            self.config.precision,
+        )
+
+    @property
+    def device_function(self):
+        self.refresh()
+        return super().device_function
+
+    def ptx(self, cc: tuple[int, int] = (8, 0)) -> str:
+        """Real PTX of this kernel for compute capability ``cc`` (no GPU needed)."""
+        self.refresh()
+        cuda_backend = targets.get_target("cuda")
+        if self.target != "cuda":
+            raise ValueError("ptx() needs a solver built for target='cuda'")
+        shared = self.shared_memory_elements
+        function = cuda_backend.batch_kernel_function(
+            self.config.loop_fn,
+            shared,
+            geometry.shared_stride(shared),
+            self.local_memory_elements,
+            self.config.precision,
+        )
+        signature = cuda_backend.kernel_signature(self.config.precision)
+        return cuda_backend.compile_ptx(function, signature, cc)
+
+    # --------------------------------------------------------------------- run
+    def max_chunk_runs(self, duration: float, memory_bytes: int | None = None) -> int:
+        """Runs per device chunk that fit the memory budget."""
+        if memory_bytes is None:
+            memory_bytes = targets.get_target(self.target).free_memory_bytes()
+        budget = int(memory_bytes * DEVICE_MEMORY_FRACTION)
+        per_run = self.per_run_device_bytes(duration)
+        if per_run > budget:
+            raise MemoryError(
+                f"one run needs {per_run} bytes but only {budget} are available on the device"
+            )
+        return budget // per_run
+
+    def run(
+        self,
+        initial_values: np.ndarray,
+        parameters: np.ndarray,
+        duration: float,
+        t0: float = 0.0,
+        warmup: float = 0.0,
+        memory_bytes: int | None = None,
+    ) -> BatchOutput:
+        """Integrate a batch; inputs are (variable, run) arrays of the precision.
+
+        Splits the batch into device chunks when inputs + outputs +
+        scratch exceed the memory budget (free device memory, or
+        ``memory_bytes`` when given).
+        """
+        run = self.single_integrator
+        precision = run.precision
+        initial_values = np.ascontiguousarray(initial_values, dtype=precision)
+        parameters = np.ascontiguousarray(parameters, dtype=precision)
+        n_runs = initial_values.shape[1]
+        times = float(t0) + float(warmup) + save_times(duration, run.settings.save_every)
+        n_saves = times.size
+        state = np.empty((n_saves, run.n_saved_states, n_runs), dtype=precision)
+        observables = np.empty((n_saves, run.n_saved_observables, n_runs), dtype=precision)
+        counters = np.zeros((len(COUNTER_NAMES), n_runs), dtype=np.int32)
+        status = np.zeros(n_runs, dtype=np.int32)
+        kernel = self.device_function
+        chunk = max(1, min(n_runs, self.max_chunk_runs(duration, memory_bytes)))
+        n_chunks = 0
+        for start in range(0, n_runs, chunk):
+            stop = min(n_runs, start + chunk)
+            n_chunks += 1
+            if start == 0 and stop == n_runs:
+                views = (initial_values, parameters, state, observables, counters, status)
+                self._launch(kernel, views, duration, t0, warmup)
+                break
+            part = (
+                np.ascontiguousarray(initial_values[:, start:stop]),
+                np.ascontiguousarray(parameters[:, start:stop]),
+                np.empty(state.shape[:2] + (stop - start,), precision),
+                np.empty(observables.shape[:2] + (stop - start,), precision),
+                np.zeros((len(COUNTER_NAMES), stop - start), np.int32),
+                np.zeros(stop - start, np.int32),
+            )
+            self._launch(kernel, part, duration, t0, warmup)
+            state[:, :, start:stop] = part[2]
+            observables[:, :, start:stop] = part[3]
+            counters[:, start:stop] = part[4]
+            status[start:stop] = part[5]
+        return BatchOutput(times, state, observables, counters, status, n_chunks)
+
+    def _launch(self, kernel, arrays, duration, t0, warmup) -> None:
+        n_runs = arrays[-1].shape[0]
+        scalars = (float(t0), float(duration), float(warmup))
+        backend = targets.get_target(self.target)
+        if self.target == "cpu":
+            backend.launch(kernel, n_runs, self.shared_memory_elements, None, arrays + scalars)
+            return
+        geo = geometry.launch_geometry(
+            n_runs,
+            self.shared_memory_elements,
+            self.itemsize,
+            backend.max_shared_memory_per_block(),
+            self.threads_per_block,
+        )
+        backend.launch(
+            kernel, n_runs, geo.threads_per_block, geo.shared_bytes_per_block, arrays + scalars
+        )
+
+
+def _run_settings() -> tuple[str, ...]:
+    from cubie_kernel.integrators.single_run import SETTINGS
+
+    return SETTINGS

@@ -1,0 +1,194 @@
+"""The ``cuda`` target: the ONLY module that imports ``numba.cuda``.
+
+One thread per run. The block's dynamic shared memory is cut into one
+slice per thread (``stride`` elements apart, see
+:func:`cubie_kernel.launch_geometry.shared_stride`), and each thread gets
+its own persistent local array of a compile-time size. Without a GPU the
+same code runs in numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import numba
+import numpy as np
+from numba import cuda
+
+#: Fallback when the device (e.g. the simulator) cannot report it.
+DEFAULT_MAX_SHARED_PER_BLOCK = 48 * 1024
+
+
+def device_jit(fn):
+    """Compile a plain-Python device function for the cuda target."""
+    return cuda.jit(device=True)(fn)
+
+
+def real_gpu_available() -> bool:
+    """True when the driver reports at least one real GPU."""
+    if cuda.is_available() is False:
+        return False
+    try:
+        return len(cuda.gpus) > 0 and not getattr(cuda, "simulator", None)
+    except Exception:
+        return False
+
+
+def allocator(region: str, offset: int, size: int, precision):
+    """Allocator ``(shared, persistent) -> array`` for one slot.
+
+    ``"local"`` gives a fresh ``cuda.local.array`` of the buffer's size (a
+    compile-time constant: a closure int); other regions give slices.
+    """
+    start, stop = offset, offset + size
+    if region == "shared":
+
+        def allocate(shared, persistent):
+            return shared[start:stop]
+
+    elif region == "persistent":
+
+        def allocate(shared, persistent):
+            return persistent[start:stop]
+
+    elif region == "local":
+        n_local = max(int(size), 1)
+        element = numba.from_dtype(np.dtype(precision))
+
+        def allocate(shared, persistent):
+            return cuda.local.array(n_local, element)
+
+    else:
+        raise ValueError(f"unknown memory region {region!r}")
+    return device_jit(allocate)
+
+
+def batch_kernel_function(
+    loop_fn, shared_elements: int, shared_stride: int, persistent_elements: int, precision
+):
+    """The batch kernel as a plain Python function (compile with ``cuda.jit``).
+
+    Kept separate from :func:`build_batch_kernel` so PTX compilation can
+    take the undecorated function with an explicit signature.
+    """
+    n_shared = int(shared_elements)
+    stride = int(shared_stride)
+    n_persistent = max(int(persistent_elements), 1)
+    element = numba.from_dtype(np.dtype(precision))
+
+    def batch_kernel(
+        initial_values, parameters, state_output, observable_output, counters, status,
+        t0, duration, warmup,
+    ):
+        thread = cuda.threadIdx.x
+        run = cuda.blockIdx.x * cuda.blockDim.x + thread
+        if run >= status.shape[0]:
+            return
+        dynamic_shared = cuda.shared.array(0, element)
+        persistent = cuda.local.array(n_persistent, element)
+        shared = dynamic_shared[thread * stride : thread * stride + n_shared]
+        status[run] = loop_fn(
+            initial_values[:, run],
+            parameters[:, run],
+            shared,
+            persistent,
+            state_output[:, :, run],
+            observable_output[:, :, run],
+            counters[:, run],
+            t0,
+            duration,
+            warmup,
+        )
+
+    return batch_kernel
+
+
+def build_batch_kernel(
+    loop_fn, shared_elements: int, shared_stride: int, persistent_elements: int, precision
+):
+    """Compile (lazily, on first launch) the batch kernel."""
+    return cuda.jit(
+        batch_kernel_function(
+            loop_fn, shared_elements, shared_stride, persistent_elements, precision
+        )
+    )
+
+
+def launch(kernel, n_runs: int, threads_per_block: int, shared_bytes: int, args) -> None:
+    """Copy inputs to the device, launch, copy outputs back (in place)."""
+    if n_runs == 0:
+        return
+    initial_values, parameters, state_output, observable_output, counters, status = args[:6]
+    scalars = args[6:]
+    stream = cuda.stream()
+    d_in = [cuda.to_device(np.ascontiguousarray(a), stream=stream) for a in (initial_values, parameters)]
+    outputs = (state_output, observable_output, counters, status)
+    d_out = [cuda.device_array(a.shape, a.dtype, stream=stream) for a in outputs]
+    blocks = (n_runs + threads_per_block - 1) // threads_per_block
+    kernel[blocks, threads_per_block, stream, shared_bytes](*d_in, *d_out, *scalars)
+    for host, device in zip(outputs, d_out):
+        device.copy_to_host(host, stream=stream)
+    stream.synchronize()
+
+
+def free_memory_bytes() -> int:
+    """Free memory on the current device (bytes)."""
+    try:
+        return int(cuda.current_context().get_memory_info()[0])
+    except Exception:  # the simulator has no memory info
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+
+
+def max_shared_memory_per_block() -> int:
+    """The current device's shared memory limit per block (bytes)."""
+    try:
+        return int(cuda.get_current_device().MAX_SHARED_MEMORY_PER_BLOCK)
+    except Exception:
+        return DEFAULT_MAX_SHARED_PER_BLOCK
+
+
+def multiprocessor_count() -> int:
+    """Streaming multiprocessors on the current device (1 if unknown)."""
+    try:
+        return int(cuda.get_current_device().MULTIPROCESSOR_COUNT)
+    except Exception:
+        return 1
+
+
+class _FakeDevice:
+    """Stands in for the current device while compiling PTX without a GPU."""
+
+    def __init__(self, cc: tuple[int, int]):
+        self.compute_capability = cc
+
+
+@contextlib.contextmanager
+def _assumed_device(cc: tuple[int, int]) -> Iterator[None]:
+    from numba.cuda import dispatcher
+
+    original = dispatcher.get_current_device
+    dispatcher.get_current_device = lambda: _FakeDevice(cc)
+    try:
+        yield
+    finally:
+        dispatcher.get_current_device = original
+
+
+def compile_ptx(pyfunc, signature, cc: tuple[int, int]) -> str:
+    """Compile a kernel's Python function to PTX for ``cc``, no GPU needed."""
+    with _assumed_device(cc):
+        ptx, _ = cuda.compile_ptx(pyfunc, signature, cc=cc)
+    return ptx
+
+
+def kernel_signature(precision):
+    """The numba signature of :func:`batch_kernel_function`'s kernel."""
+    f = numba.from_dtype(np.dtype(precision))
+    return (
+        f[:, ::1], f[:, ::1], f[:, :, ::1], f[:, :, ::1],
+        numba.int32[:, ::1], numba.int32[::1],
+        numba.float64, numba.float64, numba.float64,
+    )

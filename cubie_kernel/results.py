@@ -1,0 +1,57 @@
+"""A batch's host arrays as one labelled, self-describing ``xarray.Dataset``."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import xarray as xr
+
+from cubie_kernel.batch_kernel import BatchOutput
+from cubie_kernel.integrators.loop import COUNTER_NAMES
+from cubie_kernel.status import status_attrs
+from cubie_kernel.systems import ODESystem
+
+_COUNTER_ATTRS = {
+    "n_steps": {"long_name": "accepted steps", "units": "1"},
+    "n_rejected": {"long_name": "rejected steps", "units": "1"},
+}
+
+
+def batch_dataset(
+    system: ODESystem,
+    output: BatchOutput,
+    coords: Mapping[str, np.ndarray],
+    attrs: Mapping,
+    save_states: bool = True,
+    save_observables: bool = True,
+) -> xr.Dataset:
+    """Build the result Dataset with one constructor call.
+
+    Dims ``run`` and ``time``; one variable per saved state and observable
+    (``x(run, time)``, views of the (time, variable, run) arrays, no copy),
+    ``status(run)`` as a CF flag variable, step counters per run, swept
+    inputs as coordinates along ``run``, solver settings in ``attrs``.
+    """
+    data_vars = {}
+    if save_states:
+        for i, name in enumerate(system.state_names):
+            data_vars[name] = (("run", "time"), output.state[:, i, :].T, {"long_name": f"state {name}"})
+    if save_observables:
+        for i, name in enumerate(system.observable_names):
+            data_vars[name] = (
+                ("run", "time"),
+                output.observables[:, i, :].T,
+                {"long_name": f"observable {name}"},
+            )
+    data_vars["status"] = (("run",), output.status, status_attrs())
+    for i, name in enumerate(COUNTER_NAMES):
+        data_vars[name] = (("run",), output.counters[i], _COUNTER_ATTRS[name])
+    n_runs = output.status.shape[0]
+    all_coords = {
+        "run": ("run", np.arange(n_runs), {"long_name": "run index"}),
+        "time": ("time", output.time, {"long_name": "time", "standard_name": "time"}),
+    }
+    for name, values in coords.items():
+        all_coords[name] = ("run", values, {"long_name": f"swept input {name}"})
+    return xr.Dataset(data_vars=data_vars, coords=all_coords, attrs=dict(attrs))

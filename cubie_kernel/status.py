@@ -1,0 +1,89 @@
+"""Per-run status: one bit-flag enum, shared by device code and results.
+
+Device code ORs plain ints (``int(RunStatus.X)``); results carry them as
+``status(run)``, an int32 CF flag variable whose ``flag_masks`` /
+``flag_values`` / ``flag_meanings`` are generated from this enum. A run
+that fails never stops its batch: its status says why, and its outputs
+after the failure are NaN.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import numpy as np
+
+
+class RunStatus(enum.IntFlag):
+    """Why a run stopped early (no bit set: success)."""
+
+    MAX_STEPS_EXCEEDED = 1
+    STEP_SIZE_TOO_SMALL = 2
+    NONFINITE_STATE = 4
+    NONLINEAR_SOLVER_FAILED = 8  # reserved for implicit methods
+    LINEAR_SOLVER_FAILED = 16  # reserved for implicit methods
+
+    @property
+    def message(self) -> str:
+        return _MESSAGES[self]
+
+
+_MESSAGES = {
+    RunStatus.MAX_STEPS_EXCEEDED: "the run took max_steps steps before reaching its end time",
+    RunStatus.STEP_SIZE_TOO_SMALL: "the step-size controller asked for a step below dt_min",
+    RunStatus.NONFINITE_STATE: "the state became inf or NaN",
+    RunStatus.NONLINEAR_SOLVER_FAILED: "the nonlinear (Newton) solver did not converge",
+    RunStatus.LINEAR_SOLVER_FAILED: "the linear solver failed",
+}
+
+#: Every failure bit together.
+FAILURE_MASK = int(sum(int(m) for m in RunStatus))
+
+
+def status_attrs() -> dict:
+    """CF attributes of the ``status`` variable.
+
+    ``success`` is ``(status & FAILURE_MASK) == 0``; each failure is
+    ``(status & bit) == bit``, in the CF combined masks-and-values form.
+    """
+    meanings = ["success"] + [m.name.lower() for m in RunStatus]
+    masks = [FAILURE_MASK] + [int(m) for m in RunStatus]
+    values = [0] + [int(m) for m in RunStatus]
+    return {
+        "long_name": "run status",
+        "flag_masks": np.array(masks, dtype=np.int32),
+        "flag_values": np.array(values, dtype=np.int32),
+        "flag_meanings": " ".join(meanings),
+        "comment": "0 is success; other values are ORed failure bits, see flag_meanings",
+    }
+
+
+def decode_status(value: int) -> list[str]:
+    """Meanings of one status value, e.g. ``["nonfinite_state"]`` or ``["success"]``."""
+    value = int(value)
+    if value & ~FAILURE_MASK:
+        raise ValueError(f"status {value} has bits outside the known flags ({FAILURE_MASK})")
+    found = [m.name.lower() for m in RunStatus if value & int(m)]
+    return found or ["success"]
+
+
+class RunFailedError(RuntimeError):
+    """Raised by :func:`raise_on_failure` when some runs did not succeed."""
+
+
+def raise_on_failure(result) -> None:
+    """Raise :class:`RunFailedError` if any run of a result failed.
+
+    ``result`` is a Dataset with a ``status`` variable. The message counts
+    failures per flag and names the first failing run.
+    """
+    status = np.asarray(result["status"].values).ravel()
+    failed = np.flatnonzero(status & FAILURE_MASK)
+    if failed.size == 0:
+        return
+    counts = {m.name.lower(): int(np.count_nonzero(status & int(m))) for m in RunStatus}
+    summary = ", ".join(f"{k}: {v}" for k, v in counts.items() if v)
+    raise RunFailedError(
+        f"{failed.size} of {status.size} runs failed ({summary}); first failing run "
+        f"index {int(failed[0])}: {', '.join(decode_status(status[failed[0]]))}"
+    )

@@ -36,7 +36,7 @@ def real_gpu_available() -> bool:
 
 
 def allocator(region: str, offset: int, size: int, precision):
-    """Allocator ``(shared, persistent) -> array`` for one slot.
+    """Allocator ``(shared, persistent) -> array`` for one slot, IR-inlined.
 
     ``"local"`` gives a fresh ``cuda.local.array`` of the buffer's size (a
     compile-time constant: a closure int); other regions give slices.
@@ -61,7 +61,10 @@ def allocator(region: str, offset: int, size: int, precision):
 
     else:
         raise ValueError(f"unknown memory region {region!r}")
-    return device_jit(allocate)
+    # Inlined at the Numba IR level: a CUDA device function may return only
+    # arrays it was passed, not a slice or a local array it made. Inlined,
+    # the slice or declaration lives in the caller's frame, where it belongs.
+    return cuda.jit(device=True, inline="always")(allocate)
 
 
 def batch_kernel_function(

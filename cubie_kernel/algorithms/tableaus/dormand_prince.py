@@ -17,7 +17,7 @@ Reference
 ---------
 J. R. Dormand, P. J. Prince, "A family of embedded Runge-Kutta formulae",
 J. Comput. Appl. Math. 6(1) (1980) 19-26. doi:10.1016/0771-050X(80)90013-3
-(the coefficients are Table 2 of the paper, method RK5(4)7M).
+(the method RK5(4)7M of the paper).
 """
 
 from fractions import Fraction as F

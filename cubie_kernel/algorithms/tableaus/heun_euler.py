@@ -22,8 +22,8 @@ Differentialgleichungen einer unabhängigen Veränderlichen",
 Z. Math. Phys. 45 (1900) 23-38.
 
 E. Hairer, S. P. Nørsett, G. Wanner, *Solving Ordinary Differential
-Equations I: Nonstiff Problems*, 2nd ed., Springer (1993), Sections II.1
-and II.4 (embedded pairs).
+Equations I: Nonstiff Problems*, 2nd ed., Springer (1993), Chapter II
+(Heun's method; embedded pairs and error estimation).
 """
 
 from fractions import Fraction as F

@@ -8,7 +8,7 @@ Properties
 - FSAL: the seventh stage is evaluated at the new solution (``c_7 = 1`` and
   the last row of ``a`` equals ``b``), so a step costs six new evaluations.
 
-Coefficients are the decimals of Table 1 of the paper, spelled as strings so
+Coefficients are the decimals published in the paper, spelled as strings so
 they convert exactly to ``Fraction``. Three deliberate choices:
 
 - The paper tabulates ``a_ij`` for ``j >= 2`` only; the first column follows
@@ -16,11 +16,13 @@ they convert exactly to ``Fraction``. Three deliberate choices:
   derived here in exact arithmetic (so every row sums to ``c_i`` exactly).
 - The last row of ``a`` is ``b`` (FSAL), as in the paper. The published
   ``b`` sums to 1 within 2e-16.
-- The paper's error column (printed under the heading ``b_hat``) already
-  holds differences of the two weight vectors, with its seventh entry
-  printed as ``+1/66``; the column only sums to zero with ``-1/66``, which is
-  used here. With that sign the tabulated column equals ``b - b_hat`` for a
-  fourth-order ``b_hat`` (checked by the order-condition tests).
+- The paper's last weight column (headed ``b_hat``) holds the differences
+  ``b_i - b_hat_i`` for ``i <= 6``, but its seventh entry is ``b_hat_7 = 1/66``
+  itself (``b_7 = 0``), so ``b_7 - b_hat_7 = -1/66``; only that sign makes
+  the column sum to zero, and it is used here. Note the order conditions
+  cannot tell ``b - b_hat`` from ``b_hat - b`` (both ``b -/+ b_error`` are of
+  order 4, the conditions being affine in the weights); the sign convention
+  follows the paper's positive ``b_hat_7``.
 
 Reference
 ---------

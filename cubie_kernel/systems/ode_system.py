@@ -1,0 +1,288 @@
+"""The :class:`ODESystem`: an ODE system defined by equation strings.
+
+An ``ODESystem`` is a value: its definition (equations, names, defaults) is
+validated once at construction, it is immutable, compares and hashes by that
+definition, and pickles as that definition. The generated ``dxdt`` and
+``observables`` functions are built lazily per precision, cached on the
+instance, and never pickled (a dask worker rebuilds them on first use).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import numbers
+import threading
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from cubie_kernel.systems.equations import (
+    ParsedSystem,
+    SystemDefinitionError,
+    compile_functions,
+    generate_source,
+    parse_system,
+    resolve_precision,
+)
+
+_cache_lock = threading.Lock()
+
+
+def _values(mapping: Mapping[str, Any] | None, field: str) -> dict[str, float]:
+    """Validate ``{name: finite real}``; return a plain dict of floats."""
+    if mapping is None:
+        return {}
+    if not isinstance(mapping, Mapping):
+        raise SystemDefinitionError(
+            f"{field} must be a mapping of name -> value, got {type(mapping).__name__}")
+    out = {}
+    for key, value in mapping.items():
+        if not isinstance(key, str):
+            raise SystemDefinitionError(f"{field}: key {key!r} is not a string")
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+            raise SystemDefinitionError(
+                f"{field}[{key!r}] must be a finite real number, got {value!r}")
+        value = float(value)
+        if not math.isfinite(value):
+            raise SystemDefinitionError(
+                f"{field}[{key!r}] must be a finite real number, got {value!r}")
+        out[key] = value
+    return out
+
+
+class ODESystem:
+    """An ODE system ``dx/dt = f(x, p, t)`` written as equation strings.
+
+    Parameters
+    ----------
+    equations : sequence of str
+        ``"d<state> = <expr>"`` gives the derivative of ``<state>``; any other
+        ``"<name> = <expr>"`` is an auxiliary, usable by later equations and
+        by observables. Every state needs exactly one derivative.
+    states : mapping of str to float
+        State name -> default initial value; the order is the state order.
+    parameters : mapping of str to float, optional
+        Parameter name -> default value. Parameters may vary per run.
+    constants : mapping of str to float, optional
+        Constant name -> value, baked into the generated code.
+    observables : sequence of str, optional
+        ``"<name> = <expr>"`` quantities computed from a state; they may use
+        auxiliaries and earlier observables.
+    name : str, optional
+        A label for messages and generated code.
+
+    Raises
+    ------
+    ValueError
+        :class:`~cubie_kernel.systems.equations.SystemDefinitionError` naming
+        the offending equation or field.
+
+    Notes
+    -----
+    Expressions allow numbers, names (states, parameters, constants, ``t``,
+    ``pi``, earlier auxiliaries), ``+ - * / **``, unary minus, comparisons
+    with ``and``/``or``/``not`` inside ``a if cond else b``, and the functions
+    in :data:`~cubie_kernel.systems.equations.ALLOWED_FUNCTIONS`.
+
+    Examples
+    --------
+    >>> decay = ODESystem(["dy = -k*y"], states={"y": 1.0}, parameters={"k": 0.5})
+    >>> dxdt, _ = decay.python_functions("float64")
+    >>> out = np.zeros(1)
+    >>> dxdt(np.array([2.0]), np.array([0.5]), 0.0, out)
+    >>> float(out[0])
+    -1.0
+    """
+
+    __slots__ = ("_name", "_equations", "_states", "_parameters", "_constants",
+                 "_observables", "_parsed", "_key", "_built")
+
+    def __init__(
+        self,
+        equations: Sequence[str] | str,
+        states: Mapping[str, float],
+        parameters: Mapping[str, float] | None = None,
+        constants: Mapping[str, float] | None = None,
+        observables: Sequence[str] | str | None = None,
+        name: str = "ode_system",
+    ) -> None:
+        if not isinstance(name, str) or not name.strip():
+            raise SystemDefinitionError(f"name must be a non-empty string, got {name!r}")
+        if states is None:
+            raise SystemDefinitionError("states must be a mapping of name -> initial value")
+        state_values = _values(states, "states")
+        parameter_values = _values(parameters, "parameters")
+        constant_values = _values(constants, "constants")
+        parsed = parse_system(equations, tuple(state_values), tuple(parameter_values),
+                              tuple(constant_values), observables)
+        texts = tuple(eq.text for eq in parsed.equations)
+        observable_texts = tuple(o.text for o in parsed.observables)
+        key = (name, texts, tuple(state_values.items()), tuple(parameter_values.items()),
+               tuple(constant_values.items()), observable_texts)
+        for slot, value in (("_name", name), ("_equations", texts),
+                            ("_states", state_values), ("_parameters", parameter_values),
+                            ("_constants", constant_values),
+                            ("_observables", observable_texts), ("_parsed", parsed),
+                            ("_key", key), ("_built", {})):
+            object.__setattr__(self, slot, value)
+
+    # ------------------------------------------------------------------ value semantics
+
+    def __setattr__(self, attr: str, value: object) -> None:
+        raise AttributeError(f"ODESystem is immutable (cannot set {attr!r})")
+
+    def __delattr__(self, attr: str) -> None:
+        raise AttributeError(f"ODESystem is immutable (cannot delete {attr!r})")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ODESystem):
+            return NotImplemented
+        return self._key == other._key
+
+    def __hash__(self) -> int:
+        return hash(self._key)
+
+    def __reduce__(self):
+        return (_rebuild, (type(self), self.to_dict()))
+
+    def __repr__(self) -> str:
+        return (f"ODESystem(name={self._name!r}, states={self.state_names}, "
+                f"parameters={self.parameter_names}, observables={self.observable_names})")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The definition as plain data (lists, dicts, floats, str).
+
+        ``ODESystem(**system.to_dict()) == system`` holds, and the result is
+        JSON-serialisable.
+        """
+        return {
+            "equations": list(self._equations),
+            "states": dict(self._states),
+            "parameters": dict(self._parameters),
+            "constants": dict(self._constants),
+            "observables": list(self._observables),
+            "name": self._name,
+        }
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 hex digest of the definition, stable across processes.
+
+        Unlike ``hash()``, which is salted per process for strings, this can
+        key caches shared between machines.
+        """
+        text = json.dumps(self.to_dict(), sort_keys=False, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    # ------------------------------------------------------------------------ names
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def equations(self) -> tuple[str, ...]:
+        """The equation strings, stripped, in definition order."""
+        return self._equations
+
+    @property
+    def observable_equations(self) -> tuple[str, ...]:
+        """The observable strings, stripped, in definition order."""
+        return self._observables
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        return self._parsed.state_names
+
+    @property
+    def parameter_names(self) -> tuple[str, ...]:
+        return self._parsed.parameter_names
+
+    @property
+    def constant_names(self) -> tuple[str, ...]:
+        return self._parsed.constant_names
+
+    @property
+    def observable_names(self) -> tuple[str, ...]:
+        return self._parsed.observable_names
+
+    @property
+    def n_states(self) -> int:
+        return len(self._parsed.state_names)
+
+    @property
+    def n_parameters(self) -> int:
+        return len(self._parsed.parameter_names)
+
+    @property
+    def n_observables(self) -> int:
+        return len(self._parsed.observables)
+
+    @property
+    def initial_values(self) -> dict[str, float]:
+        """Default initial value per state (a copy)."""
+        return dict(self._states)
+
+    @property
+    def default_parameters(self) -> dict[str, float]:
+        """Default value per parameter (a copy)."""
+        return dict(self._parameters)
+
+    @property
+    def constants(self) -> dict[str, float]:
+        """Value per constant (a copy)."""
+        return dict(self._constants)
+
+    @property
+    def parsed(self) -> ParsedSystem:
+        """The validated equations (for code generators such as Jacobians)."""
+        return self._parsed
+
+    # ------------------------------------------------------------------ generated code
+
+    def _generated(self, precision: object) -> tuple[str, Callable, Callable]:
+        dtype = resolve_precision(precision)
+        built = self._built.get(dtype.name)
+        if built is None:
+            with _cache_lock:
+                built = self._built.get(dtype.name)
+                if built is None:
+                    source = generate_source(self._parsed, self._constants, dtype,
+                                             self._name)
+                    dxdt, observables = compile_functions(
+                        source, f"{self._name}-{dtype.name}")
+                    built = (source, dxdt, observables)
+                    self._built[dtype.name] = built
+        return built
+
+    def python_functions(self, precision: object = np.float64
+                         ) -> tuple[Callable, Callable]:
+        """The generated ``(dxdt, observables)`` for ``precision``.
+
+        Both are plain Python functions ``f(state, parameters, t, out) -> None``
+        that write ``out[i]``: the derivative of state ``i``, or observable
+        ``i``, in definition order. ``state``, ``parameters`` and ``out`` are
+        1-D arrays of ``precision`` and ``t`` a scalar of it. They compile
+        with ``numba.njit`` and ``numba.cuda.jit(device=True)``; every
+        literal is a ``precision`` scalar, so float32 stays float32. ``out``
+        may alias ``state``. The same precision returns the same objects.
+
+        Parameters
+        ----------
+        precision
+            ``np.float32``/``np.float64``, their dtypes, or ``"float32"``/
+            ``"float64"``.
+        """
+        _, dxdt, observables = self._generated(precision)
+        return dxdt, observables
+
+    def source(self, precision: object = np.float64) -> str:
+        """The generated Python source of both functions, for reading."""
+        return self._generated(precision)[0]
+
+
+def _rebuild(cls: type, definition: dict[str, Any]) -> ODESystem:
+    """Unpickle: validate the definition again, build functions lazily."""
+    return cls(**definition)

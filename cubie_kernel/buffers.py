@@ -148,8 +148,10 @@ class BufferRegistry:
                     f"({target.size} elements): an alias must fit in its target"
                 )
         location = self._location_overrides[key].get(name, location)
-        self._buffers[key][name] = Buffer(name, int(size), location, bool(persistent), aliases)
-        self.generation += 1
+        buffer = Buffer(name, int(size), location, bool(persistent), aliases)
+        if self._buffers[key].get(name) != buffer:
+            self._buffers[key][name] = buffer
+            self.generation += 1
 
     def register_child(self, parent, child, name: str) -> None:
         """Adopt ``child`` under ``parent`` as ``name``.

@@ -170,20 +170,32 @@ class _FakeDevice:
 
 @contextlib.contextmanager
 def _assumed_device(cc: tuple[int, int]) -> Iterator[None]:
+    """Answer the dispatcher's "which device?" with ``cc`` while compiling.
+
+    Compiling a kernel that calls device functions asks the current device
+    for its compute capability; without a GPU that query fails. Holding
+    numba's (re-entrant) compiler lock keeps other threads from compiling
+    against the stand-in.
+    """
+    from numba.core.compiler_lock import global_compiler_lock
     from numba.cuda import dispatcher
 
-    original = dispatcher.get_current_device
-    dispatcher.get_current_device = lambda: _FakeDevice(cc)
-    try:
-        yield
-    finally:
-        dispatcher.get_current_device = original
+    with global_compiler_lock:
+        original = dispatcher.get_current_device
+        dispatcher.get_current_device = lambda: _FakeDevice(cc)
+        try:
+            yield
+        finally:
+            dispatcher.get_current_device = original
 
 
-def compile_ptx(pyfunc, signature, cc: tuple[int, int]) -> str:
-    """Compile a kernel's Python function to PTX for ``cc``, no GPU needed."""
-    with _assumed_device(cc):
-        ptx, _ = cuda.compile_ptx(pyfunc, signature, cc=cc)
+def compile_ptx(pyfunc, signature, cc: tuple[int, int], **options) -> str:
+    """Compile a kernel's Python function to PTX for ``cc``, no GPU needed.
+
+    ``options`` (e.g. ``fastmath``, ``lineinfo``) go to ``cuda.compile_ptx``.
+    """
+    with _assumed_device(tuple(cc)):
+        ptx, _ = cuda.compile_ptx(pyfunc, signature, cc=tuple(cc), **options)
     return ptx
 
 

@@ -14,6 +14,7 @@ import json
 import math
 import numbers
 import threading
+from collections import OrderedDict
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -28,6 +29,12 @@ from cubie_kernel.systems.equations import (
 )
 
 _cache_lock = threading.Lock()
+
+#: Generated code shared by equal systems (e.g. one unpickled per dask task),
+#: so downstream compilers keyed by function identity compile once.
+#: (definition key, precision name) -> (source, dxdt, observables); LRU order.
+_shared: OrderedDict[tuple, tuple[str, Callable, Callable]] = OrderedDict()
+_SHARED_MAX = 128
 
 
 def _values(mapping: Mapping[str, Any] | None, field: str) -> dict[str, float]:
@@ -247,14 +254,20 @@ class ODESystem:
         built = self._built.get(dtype.name)
         if built is None:
             with _cache_lock:
-                built = self._built.get(dtype.name)
+                shared_key = (self._key, dtype.name)
+                built = _shared.get(shared_key)
                 if built is None:
                     source = generate_source(self._parsed, self._constants, dtype,
                                              self._name)
                     dxdt, observables = compile_functions(
                         source, f"{self._name}-{dtype.name}")
                     built = (source, dxdt, observables)
-                    self._built[dtype.name] = built
+                    _shared[shared_key] = built
+                    if len(_shared) > _SHARED_MAX:
+                        _shared.popitem(last=False)
+                else:
+                    _shared.move_to_end(shared_key)
+                self._built[dtype.name] = built
         return built
 
     def python_functions(self, precision: object = np.float64
@@ -267,7 +280,11 @@ class ODESystem:
         1-D arrays of ``precision`` and ``t`` a scalar of it. They compile
         with ``numba.njit`` and ``numba.cuda.jit(device=True)``; every
         literal is a ``precision`` scalar, so float32 stays float32. ``out``
-        may alias ``state``. The same precision returns the same objects.
+        may alias ``state``.
+
+        The same precision returns the same objects, also from equal
+        systems (a process-wide cache of recent definitions), so a system
+        unpickled again does not force downstream recompilation.
 
         Parameters
         ----------

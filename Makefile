@@ -1,0 +1,68 @@
+# cubie-dist: local virtualenv, demo, tests, benchmarks.
+#
+#   make demo    set up .venv (first time only) and run the Lorenz demo
+#   make test    main suite, then the CUDA-simulator suite in its own process
+#   make bench   every benchmarks/*.py script, one after another
+#   make clean   caches and build leftovers (keeps .venv); distclean drops .venv too
+#
+# PYTEST_ARGS is passed to both pytest runs, e.g. make test PYTEST_ARGS="-x -k lorenz".
+
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+# Helper modules in benchmarks/ start with an underscore and are not run.
+BENCHMARKS := $(sort $(filter-out benchmarks/_%,$(wildcard benchmarks/*.py)))
+
+.PHONY: venv demo test test-main test-cudasim bench clean distclean
+
+venv: $(STAMP)
+
+$(VPY):
+	$(PYTHON) -m venv $(VENV)
+
+# Re-installs only when pyproject.toml changes (the install is editable). -qq:
+# pip prints errors only (the machine-wide pip config adds dozens of harmless
+# "Location ... is ignored" warnings).
+$(STAMP): pyproject.toml | $(VPY)
+	$(VPY) -m pip install -qq --progress-bar off --disable-pip-version-check -e ".[test]"
+	touch $@
+
+demo: venv
+	$(VPY) -m cubie_kernel.demo
+
+# Exit code 5 (no tests collected) is a failure for both runs: make stops on
+# any non-zero exit, and the message says why.
+test: venv
+	@$(MAKE) --no-print-directory test-main
+	@$(MAKE) --no-print-directory test-cudasim
+
+test-main: venv
+	@echo '== pytest -m "not cudasim and not slurm" (cpu target, PTX compile)'
+	@$(VPY) -m pytest -m "not cudasim and not slurm" -q $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo 'make test: no tests collected for -m "not cudasim and not slurm" (pytest exit 5)' >&2; fi; \
+	exit $$rc
+
+# NUMBA_ENABLE_CUDASIM must be set before numba.cuda is first imported, hence
+# a process of its own.
+test-cudasim: venv
+	@echo '== NUMBA_ENABLE_CUDASIM=1 pytest -m cudasim (CUDA simulator)'
+	@NUMBA_ENABLE_CUDASIM=1 $(VPY) -m pytest -m cudasim -q $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo 'make test: no tests collected for -m cudasim (pytest exit 5)' >&2; fi; \
+	exit $$rc
+
+bench: venv
+	@if [ -z "$(BENCHMARKS)" ]; then echo 'make bench: no scripts in benchmarks/' >&2; exit 1; fi
+	@set -e; for script in $(BENCHMARKS); do \
+		echo "== $$script"; \
+		$(VPY) $$script; \
+	done
+
+clean:
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+	rm -rf .pytest_cache build dist *.egg-info dask-worker-space
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,103 @@
+"""Shared fixtures and marker-driven skips for the whole suite.
+
+The markers themselves (``cudasim``, ``gpu``, ``ptx``, ``slurm``) are
+registered in ``pyproject.toml``; this file only decides, per test, whether
+the machine can run it. Each check runs at most once per session, and only
+when a test carrying its marker is actually about to run, so a plain
+``pytest -m "not gpu"`` never touches the CUDA driver.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+GPU_SKIP_REASON = "no CUDA GPU visible"
+CUDASIM_SKIP_REASON = "set NUMBA_ENABLE_CUDASIM=1 (make test does)"
+
+
+def simulator_enabled() -> bool:
+    """Whether numba.cuda is the CUDA simulator in this process.
+
+    Read from numba's config (parsed from the environment when numba is
+    first imported), which is what decides what ``numba.cuda`` becomes.
+    """
+    from numba import config
+
+    return bool(config.ENABLE_CUDASIM)
+
+
+@functools.cache
+def real_cuda_gpu_present() -> bool:
+    """True only for a real, usable CUDA GPU.
+
+    Under the simulator ``numba.cuda.is_available()`` is True, so that case
+    is ruled out first. Otherwise ``is_available()`` only runs ``cuInit``
+    (no context is created) and returns False instead of raising when there
+    is no driver library or no visible device.
+    """
+    if simulator_enabled():
+        return False
+    try:
+        from numba import cuda
+
+        return bool(cuda.is_available()) and len(cuda.gpus) > 0
+    except Exception:  # CudaSupportError and friends: no usable driver
+        return False
+
+
+def find_ptxas() -> str | None:
+    """The ptxas that matches the NVVM in use: the numba-cuda[cu12] wheel's
+    first, then one on PATH."""
+    try:
+        import nvidia.cuda_nvcc as cuda_nvcc
+    except ImportError:
+        pass
+    else:
+        for root in cuda_nvcc.__path__:
+            path = os.path.join(root, "bin", "ptxas")
+            if os.access(path, os.X_OK):
+                return path
+    return shutil.which("ptxas")
+
+
+@functools.cache
+def ptx_skip_reason() -> str | None:
+    """None when NVVM and ptxas are both usable, else why not."""
+    if simulator_enabled():
+        return (
+            "PTX needs the real numba.cuda; NUMBA_ENABLE_CUDASIM=1 replaces it "
+            "with the simulator"
+        )
+    try:
+        from numba.cuda.cudadrv import nvvm
+
+        nvvm_ok = nvvm.is_available()
+    except Exception as exc:  # import or library-loading failure
+        return f"NVVM not importable ({type(exc).__name__}: {exc})"
+    if not nvvm_ok:
+        return "NVVM not found: pip install 'numba-cuda[cu12]'"
+    if find_ptxas() is None:
+        return "ptxas not found: pip install 'numba-cuda[cu12]'"
+    return None
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("gpu") is not None and not real_cuda_gpu_present():
+        pytest.skip(GPU_SKIP_REASON)
+    if item.get_closest_marker("cudasim") is not None and not simulator_enabled():
+        pytest.skip(CUDASIM_SKIP_REASON)
+    if item.get_closest_marker("ptx") is not None:
+        reason = ptx_skip_reason()
+        if reason is not None:
+            pytest.skip(reason)
+
+
+@pytest.fixture
+def rng():
+    """A fresh, fixed-seed generator per test."""
+    return np.random.default_rng(12345)

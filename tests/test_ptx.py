@@ -1,0 +1,111 @@
+"""Every kernel variant compiles to real PTX (sm_80, sm_90) without a GPU.
+
+The CUDA simulator forgives what hardware does not (returning slices or
+local arrays from device functions, runtime-sized local arrays, float64
+leaking into float32 code): these tests run NVVM on the real kernel and
+assemble the PTX with ptxas.
+"""
+
+import re
+import subprocess
+
+import numpy as np
+import pytest
+
+from cubie_kernel import BatchSolverKernel, BufferRegistry, IntegratorSettings, SingleIntegratorRun
+from cubie_kernel.algorithms.tableaus import TABLEAUS
+from cubie_kernel.systems import ODESystem, harmonic_oscillator, lorenz
+from conftest import find_ptxas
+
+pytestmark = pytest.mark.ptx
+
+CCS = [(8, 0), (9, 0)]
+
+
+def cuda_kernel(system, **settings) -> BatchSolverKernel:
+    """A cuda-target kernel built without a GPU (compile only, never launched)."""
+    run = SingleIntegratorRun(
+        IntegratorSettings(system=system, target="cuda", **settings), BufferRegistry()
+    )
+    return BatchSolverKernel(run)
+
+
+def assemble(ptx: str, cc) -> dict:
+    """Assemble with ptxas; returns registers and spill counts."""
+    arch = f"sm_{cc[0]}{cc[1]}"
+    done = subprocess.run(
+        [find_ptxas(), f"-arch={arch}", "-v", "-o", "/dev/null", "-"],
+        input=ptx.encode(), capture_output=True, timeout=120,
+    )
+    report = done.stderr.decode()
+    assert done.returncode == 0, report
+    registers = [int(x) for x in re.findall(r"Used (\d+) registers", report)]
+    spills = [int(x) for x in re.findall(r"(\d+) bytes spill stores", report)]
+    return {"registers": max(registers), "spill_stores": sum(spills)}
+
+
+def check(kernel, cc, precision):
+    ptx = kernel.ptx(cc)
+    assert f".target sm_{cc[0]}{cc[1]}" in ptx
+    assert ".entry" in ptx
+    if precision == np.float32:
+        # float32 state must not be computed in float64: only time math is f64
+        assert "mul.rn.f32" in ptx or "mul.f32" in ptx or "fma.rn.f32" in ptx
+    return assemble(ptx, cc)
+
+
+@pytest.mark.parametrize("cc", CCS, ids=lambda cc: f"sm{cc[0]}{cc[1]}")
+@pytest.mark.parametrize("precision", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("method", sorted(TABLEAUS))
+def test_every_method_compiles(method, precision, cc):
+    kernel = cuda_kernel(lorenz(), method=method, dt=1e-3, save_every=0.1, precision=precision)
+    check(kernel, cc, precision)
+
+
+# (locations, shared elements for Lorenz RK4: 3 states, 4 stages, no error buffer)
+LOCATIONS = {
+    "all_local": {},
+    "state_shared": {"state_location": "shared", "proposed_state_location": "shared"},
+    "all_shared": {
+        "state_location": "shared",
+        "proposed_state_location": "shared",
+        "stages_location": "shared",
+        "stage_state_location": "shared",
+        "error_location": "shared",
+    },
+}
+
+
+SHARED_ELEMENTS = {"all_local": 0, "state_shared": 3 + 3, "all_shared": 3 + 3 + 4 * 3 + 3 + 0}
+
+
+@pytest.mark.parametrize("cc", CCS, ids=lambda cc: f"sm{cc[0]}{cc[1]}")
+@pytest.mark.parametrize("layout", sorted(LOCATIONS))
+def test_buffer_locations_compile(layout, cc):
+    kernel = cuda_kernel(lorenz(), method="rk4", dt=1e-3, save_every=0.1)
+    kernel.update(LOCATIONS[layout])
+    assert kernel.shared_memory_elements == SHARED_ELEMENTS[layout]
+    check(kernel, cc, np.float64)
+
+
+@pytest.mark.parametrize(
+    "variant",
+    ["final_state_only", "observables", "no_parameters", "no_saved_states"],
+)
+def test_output_variants_compile(variant):
+    if variant == "final_state_only":
+        kernel = cuda_kernel(lorenz(), dt=1e-3, save_every=None)
+    elif variant == "observables":
+        kernel = cuda_kernel(harmonic_oscillator(), dt=1e-3, save_every=0.1, precision=np.float32)
+    elif variant == "no_parameters":
+        system = ODESystem(equations=["dy = -y + sin(t)"], states={"y": 1.0}, name="forced")
+        kernel = cuda_kernel(system, dt=1e-3, save_every=0.1)
+    else:
+        kernel = cuda_kernel(harmonic_oscillator(), dt=1e-3, save_states=False)
+    check(kernel, (8, 0), kernel.single_integrator.precision)
+
+
+def test_rk4_lorenz_kernel_does_not_spill():
+    report = check(cuda_kernel(lorenz(), dt=1e-3, save_every=0.1), (8, 0), np.float64)
+    assert report["spill_stores"] == 0
+    assert report["registers"] <= 255

@@ -17,6 +17,7 @@ from cubie_kernel import launch_geometry as geometry
 from cubie_kernel import targets
 from cubie_kernel.factory import CompiledFactory
 from cubie_kernel.integrators.loop import COUNTER_NAMES
+from cubie_kernel.integrators.single_run import SETTINGS as RUN_SETTINGS
 from cubie_kernel.integrators.single_run import SingleIntegratorRun
 from cubie_kernel.outputs import OutputFlags, save_times
 
@@ -39,7 +40,8 @@ class BatchOutput:
 
     ``state`` is (time, variable, run), ``observables`` likewise,
     ``counters`` is (counter, run), ``status`` is (run,), ``time`` holds the
-    save times (absolute, float64).
+    save times (absolute, float64); ``kernel_seconds`` sums the kernel's own
+    time over device chunks (CUDA events on a GPU, wall time on the cpu).
     """
 
     time: np.ndarray
@@ -48,6 +50,7 @@ class BatchOutput:
     counters: np.ndarray
     status: np.ndarray
     n_chunks: int
+    kernel_seconds: float
 
 
 class BatchSolverKernel(CompiledFactory):
@@ -99,13 +102,13 @@ class BatchSolverKernel(CompiledFactory):
         updates = {**(updates or {}), **kwargs}
         run = self.single_integrator
         location_keys = self.registry.location_keys(run)
-        unknown = [k for k in updates if k not in location_keys and k not in _run_settings()]
+        unknown = [k for k in updates if k not in location_keys and k not in RUN_SETTINGS]
         if unknown:
             raise KeyError(
-                f"unknown setting(s) {sorted(unknown)}; valid: {sorted(_run_settings())} "
+                f"unknown setting(s) {sorted(unknown)}; valid: {sorted(RUN_SETTINGS)} "
                 f"and buffer locations {sorted(location_keys)}"
             )
-        recognised = run.update({k: v for k, v in updates.items() if k in _run_settings()})
+        recognised = run.update({k: v for k, v in updates.items() if k in RUN_SETTINGS})
         locations = {k: v for k, v in updates.items() if k in location_keys}
         if locations:
             recognised |= self._update_locations(locations)
@@ -246,12 +249,13 @@ class BatchSolverKernel(CompiledFactory):
         kernel = self.device_function
         chunk = max(1, min(n_runs, self.max_chunk_runs(duration, memory_bytes)))
         n_chunks = 0
+        kernel_seconds = 0.0
         for start in range(0, n_runs, chunk):
             stop = min(n_runs, start + chunk)
             n_chunks += 1
             if start == 0 and stop == n_runs:
                 views = (initial_values, parameters, state, observables, counters, status)
-                self._launch(kernel, views, duration, t0, warmup)
+                kernel_seconds += self._launch(kernel, views, duration, t0, warmup)
                 break
             part = (
                 np.ascontiguousarray(initial_values[:, start:stop]),
@@ -261,20 +265,21 @@ class BatchSolverKernel(CompiledFactory):
                 np.zeros((len(COUNTER_NAMES), stop - start), np.int32),
                 np.zeros(stop - start, np.int32),
             )
-            self._launch(kernel, part, duration, t0, warmup)
+            kernel_seconds += self._launch(kernel, part, duration, t0, warmup)
             state[:, :, start:stop] = part[2]
             observables[:, :, start:stop] = part[3]
             counters[:, start:stop] = part[4]
             status[start:stop] = part[5]
-        return BatchOutput(times, state, observables, counters, status, n_chunks)
+        return BatchOutput(
+            times, state, observables, counters, status, n_chunks, kernel_seconds
+        )
 
-    def _launch(self, kernel, arrays, duration, t0, warmup) -> None:
+    def _launch(self, kernel, arrays, duration, t0, warmup) -> float:
         n_runs = arrays[-1].shape[0]
         scalars = (float(t0), float(duration), float(warmup))
         backend = targets.get_target(self.target)
         if self.target == "cpu":
-            backend.launch(kernel, n_runs, self.shared_memory_elements, None, arrays + scalars)
-            return
+            return backend.launch(kernel, n_runs, arrays + scalars)
         geo = geometry.launch_geometry(
             n_runs,
             self.shared_memory_elements,
@@ -282,12 +287,7 @@ class BatchSolverKernel(CompiledFactory):
             backend.max_shared_memory_per_block(),
             self.threads_per_block,
         )
-        backend.launch(
+        return backend.launch(
             kernel, n_runs, geo.threads_per_block, geo.shared_bytes_per_block, arrays + scalars
         )
 
-
-def _run_settings() -> tuple[str, ...]:
-    from cubie_kernel.integrators.single_run import SETTINGS
-
-    return SETTINGS

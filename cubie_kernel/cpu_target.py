@@ -8,6 +8,8 @@ cores idle while one thread finishes the expensive end.
 
 from __future__ import annotations
 
+import time
+
 import numba
 import numpy as np
 
@@ -92,10 +94,12 @@ def build_batch_kernel(loop_fn, shared_elements: int, persistent_elements: int, 
     return batch_kernel
 
 
-def launch(kernel, n_runs: int, shared_elements: int, precision, args) -> None:
-    """Run a compiled batch kernel over host arrays (in place)."""
+def launch(kernel, n_runs: int, args) -> float:
+    """Run a compiled batch kernel over host arrays (in place); returns seconds."""
+    start = time.perf_counter()
     if n_runs:
         kernel(*args)
+    return time.perf_counter() - start
 
 
 def free_memory_bytes() -> int:

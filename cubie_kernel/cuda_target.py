@@ -118,10 +118,13 @@ def build_batch_kernel(
     )
 
 
-def launch(kernel, n_runs: int, threads_per_block: int, shared_bytes: int, args) -> None:
-    """Copy inputs to the device, launch, copy outputs back (in place)."""
+def launch(kernel, n_runs: int, threads_per_block: int, shared_bytes: int, args) -> float:
+    """Copy inputs to the device, launch, copy outputs back (in place).
+
+    Returns the kernel's own time in seconds (CUDA events), NaN if unknown.
+    """
     if n_runs == 0:
-        return
+        return 0.0
     initial_values, parameters, state_output, observable_output, counters, status = args[:6]
     scalars = args[6:]
     stream = cuda.stream()
@@ -129,10 +132,17 @@ def launch(kernel, n_runs: int, threads_per_block: int, shared_bytes: int, args)
     outputs = (state_output, observable_output, counters, status)
     d_out = [cuda.device_array(a.shape, a.dtype, stream=stream) for a in outputs]
     blocks = (n_runs + threads_per_block - 1) // threads_per_block
+    start, stop = cuda.event(), cuda.event()
+    start.record(stream)
     kernel[blocks, threads_per_block, stream, shared_bytes](*d_in, *d_out, *scalars)
+    stop.record(stream)
     for host, device in zip(outputs, d_out):
         device.copy_to_host(host, stream=stream)
     stream.synchronize()
+    try:
+        return cuda.event_elapsed_time(start, stop) / 1e3
+    except Exception:  # the simulator's events do not time
+        return float("nan")
 
 
 def free_memory_bytes() -> int:

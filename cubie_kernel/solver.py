@@ -188,6 +188,7 @@ class Solver:
             "duration": duration,
             "warmup": warmup,
             "device_chunks": output.n_chunks,
+            "kernel_seconds": output.kernel_seconds,
         }
         for name, value in self.system.default_parameters.items():
             if name not in batch.coords:

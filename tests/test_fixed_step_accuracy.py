@@ -169,7 +169,11 @@ def test_rk4_converges_with_order_four():
 
 
 def test_euler_converges_with_order_one():
-    errors = [_oscillator_error("euler", dt) for dt in EULER_ORDER_DTS]
+    """Euler on y' = y**2 from y0 = -1: y(T) = -1 / (1 + T)."""
+    errors = []
+    for dt in EULER_ORDER_DTS:
+        ds = _solver("riccati", "euler", dt, 0.5).solve({"y": -1.0}, duration=2.0)
+        errors.append(abs(float(ds["y"].values[0, -1]) - (-1.0 / 3.0)))
     for coarse, fine in zip(errors, errors[1:]):
         assert 2 * 0.9 <= coarse / fine <= 2 * 1.1, errors
     assert _fitted_order(EULER_ORDER_DTS, errors) == pytest.approx(1.0, abs=0.1)
@@ -232,24 +236,21 @@ def test_duration_shorter_than_save_every():
 
 
 def test_save_every_none_saves_only_the_final_state():
-    solver = _solver("decay", "rk4", 0.01, None)
-    ds = solver.solve({"y": [1.0, 3.0]}, {"k": 1.3}, duration=1.5, t0=0.4, warmup=0.2)
-    assert ds.sizes["time"] == 1
-    assert ds.time.values[0] == pytest.approx(0.4 + 0.2 + 1.5, abs=1e-12)
-    y0 = ds["initial_y"].values
-    np.testing.assert_allclose(ds["y"].values[:, 0], y0 * np.exp(-1.3 * 1.7), rtol=1e-7)
-    np.testing.assert_array_equal(ds["n_steps"].values, 170)
-
-
-def test_dt_not_dividing_save_every_lands_on_save_times():
-    """Each interval is 3 steps of 0.03 and one clamped step of 0.01."""
-    solver = _solver("decay", "rk4", 0.03, 0.1)
-    ds = solver.solve({"y": 1.0}, {"k": [0.5, 4.0]}, duration=0.5)
-    np.testing.assert_allclose(ds.time.values, 0.1 * np.arange(6), rtol=0, atol=1e-12)
-    k = ds["k"].values[:, None]
-    per_interval = rk4_amplification(-k * 0.03) ** 3 * rk4_amplification(-k * 0.01)
-    np.testing.assert_allclose(ds["y"].values, per_interval ** np.arange(6), rtol=1e-11)
-    np.testing.assert_array_equal(ds["n_steps"].values, 20)
+    """Lorenz with rho = 0 from y = z = 0 is pure decay: x = x0 exp(-sigma t)."""
+    solver = _solver("lorenz", "rk4", 1e-4, None)
+    sigma = np.array([0.5, 2.0, 10.0])
+    ds = solver.solve(
+        {"x": [1.0, -3.0], "y": 0.0, "z": 0.0}, {"sigma": sigma, "rho": 0.0},
+        duration=0.3, t0=0.4, warmup=0.2,
+    )
+    assert ds.sizes == {"run": 6, "time": 1}
+    assert ds.time.values[0] == pytest.approx(0.4 + 0.2 + 0.3, abs=1e-12)
+    x0 = ds["initial_x"].values
+    exact = x0 * np.exp(-ds["sigma"].values * (0.2 + 0.3))
+    np.testing.assert_allclose(ds["x"].values[:, 0], exact, rtol=1e-11)
+    np.testing.assert_array_equal(ds["y"].values, 0.0)
+    np.testing.assert_array_equal(ds["z"].values, 0.0)
+    np.testing.assert_array_equal(ds["n_steps"].values, 5000)
 
 
 @pytest.mark.parametrize("t0", [2.0, -1.3])
@@ -437,11 +438,12 @@ def test_blow_up_during_warmup_gives_nan_outputs():
     that save. Euler keeps the overflowed state at +inf (RK4 happens to
     produce NaN through 0 * inf in its stage sums, which hides the bug).
     """
-    solver = _solver("riccati", "euler", 1e-3, 0.1)
-    ds = solver.solve({"y": [1.0, 0.1]}, duration=0.3, warmup=1.5)
+    solver = _solver("riccati", "euler", EULER_ORDER_DTS[-1], 0.5)
+    ds = solver.solve({"y": [1.0, 0.1]}, duration=1.0, warmup=1.5)
     assert ds["status"].values[0] == int(RunStatus.NONFINITE_STATE)
     assert ds["status"].values[1] == 0
     t = ds.time.values
+    np.testing.assert_allclose(t, [1.5, 2.0, 2.5], rtol=0, atol=1e-12)
     np.testing.assert_allclose(ds["y"].values[1], 0.1 / (1.0 - 0.1 * t), rtol=1e-3)
     # every save of the failed run comes after its failure: all NaN
     assert np.all(np.isnan(ds["y"].values[0])), ds["y"].values[0]

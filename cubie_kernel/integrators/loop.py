@@ -155,21 +155,18 @@ class IVPLoop(CompiledFactory):
                 )
                 if not all_finite(state):
                     status |= nonfinite
-            first = 0
-            if save_initial:
-                save(state, parameters, t, state_output[0], observable_output[0])
-                first = 1
-            for i in range(first, n_saves):
-                t_save = t_start + duration
-                if save_initial and i < n_saves - 1:
-                    t_save = t_start + i * save_every
-                if status == 0:
-                    t, n_steps = advance(
-                        state, proposed, error, parameters, t, t_save,
-                        shared_s, persistent_s, n_steps,
-                    )
-                    if not all_finite(state):
-                        status |= nonfinite
+            for i in range(n_saves):
+                if i > 0 or not save_initial:
+                    t_save = t_start + duration
+                    if save_initial and i < n_saves - 1:
+                        t_save = t_start + i * save_every
+                    if status == 0:
+                        t, n_steps = advance(
+                            state, proposed, error, parameters, t, t_save,
+                            shared_s, persistent_s, n_steps,
+                        )
+                        if not all_finite(state):
+                            status |= nonfinite
                 if status == 0:
                     save(state, parameters, t, state_output[i], observable_output[i])
                 else:

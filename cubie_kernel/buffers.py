@@ -170,6 +170,15 @@ class BufferRegistry:
         self._children[key][name] = child
         self.generation += 1
 
+    def replace_child(self, parent, name: str, child) -> None:
+        """Swap the child registered as ``name`` under ``parent`` for ``child``."""
+        key = self._key(parent)
+        if name not in self._children[key]:
+            raise KeyError(f"{name!r} is not a registered child of this parent")
+        self._key(child)
+        self._children[key][name] = child
+        self.generation += 1
+
     def _is_ancestor(self, candidate, owner) -> bool:
         stack = [candidate]
         while stack:

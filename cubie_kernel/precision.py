@@ -10,7 +10,7 @@ PRECISIONS = {"float32": np.float32, "float64": np.float64}
 def check_precision(precision) -> type:
     """Normalise a numpy float type, dtype or name to ``np.float32``/``np.float64``."""
     try:
-        name = np.dtype(precision).name
+        name = None if precision is None else np.dtype(precision).name
     except TypeError:
         name = None
     if isinstance(precision, bool) or name not in PRECISIONS:

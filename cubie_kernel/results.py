@@ -12,6 +12,37 @@ from cubie_kernel.integrators.loop import COUNTER_NAMES
 from cubie_kernel.status import status_attrs
 from cubie_kernel.systems import ODESystem
 
+#: Names the result Dataset uses itself: a state, observable or parameter
+#: may not take them.
+RESERVED_NAMES = ("status", *COUNTER_NAMES, "run", "time")
+
+
+def check_result_names(system: ODESystem) -> None:
+    """Raise ValueError if a system name would collide in the result Dataset."""
+    from cubie_kernel.inputs import INITIAL_PREFIX
+
+    taken = {}
+    for kind, names in (
+        ("state", system.state_names),
+        ("observable", system.observable_names),
+        ("parameter", system.parameter_names),
+    ):
+        for name in names:
+            if name in RESERVED_NAMES:
+                raise ValueError(
+                    f"{kind} {name!r} of system {system.name!r} clashes with a result "
+                    f"variable of the same name; reserved: {', '.join(RESERVED_NAMES)}"
+                )
+            taken[name] = kind
+    for state in system.state_names:
+        coord = INITIAL_PREFIX + state
+        if coord in taken:
+            raise ValueError(
+                f"{taken[coord]} {coord!r} of system {system.name!r} clashes with the "
+                f"coordinate holding swept initial values of state {state!r}"
+            )
+
+
 _COUNTER_ATTRS = {
     "n_steps": {"long_name": "accepted steps", "units": "1"},
     "n_rejected": {"long_name": "rejected steps", "units": "1"},

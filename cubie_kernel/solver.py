@@ -12,13 +12,11 @@ from cubie_kernel.algorithms.tableaus import get_tableau
 from cubie_kernel.batch_kernel import BatchSolverKernel
 from cubie_kernel.buffers import BufferRegistry
 from cubie_kernel.inputs import build_batch, check_finite_number
+from cubie_kernel.integrators.single_run import SETTINGS as RUN_SETTINGS
 from cubie_kernel.integrators.single_run import IntegratorSettings, SingleIntegratorRun
 from cubie_kernel.precision import check_precision
+from cubie_kernel.results import batch_dataset, check_result_names
 from cubie_kernel.systems import ODESystem
-
-#: Keyword settings Solver accepts besides its named arguments.
-EXTRA_SETTINGS = ("save_states", "save_observables", "threads_per_block")
-
 
 class Solver:
     """Integrate one ODE system over batches of runs on one device.
@@ -28,9 +26,11 @@ class Solver:
     system
         The :class:`~cubie_kernel.systems.ODESystem` to integrate.
     method
-        Runge-Kutta method name, e.g. ``"rk4"`` or ``"euler"``.
+        Runge-Kutta method name: fixed-step ``"euler"``, ``"rk4"``, or an
+        embedded pair (``"rk45"``/``"dopri5"``, ``"tsit5"``, ``"rk23"``,
+        ``"cash_karp"``, ``"heun_euler"``, ``"vern6"``) that adapts its step.
     dt
-        Step size of fixed-step methods.
+        Step size of fixed-step integration (required for it).
     save_every
         Interval between saved states; None saves only the final state.
     target
@@ -41,8 +41,14 @@ class Solver:
     registry
         Buffer registry of this solver stack; a fresh one by default.
     **settings
-        ``save_states``, ``save_observables`` (bools), ``threads_per_block``
-        (cuda block size upper bound) and buffer locations such as
+        Step control: ``controller`` (``"fixed"``, ``"i"``, ``"pi"``,
+        ``"pid"``, ``"gustafsson"``; default: ``"pi"`` for adaptive methods),
+        ``atol``, ``rtol`` (scalar or one per state; scipy's defaults 1e-6
+        and 1e-3), ``dt0`` (first step; estimated per run when None),
+        ``dt_min``, ``dt_max``, ``max_steps`` (attempted steps per run),
+        ``safety``, ``min_factor``, ``max_factor``, gains ``kp``/``ki``/``kd``.
+        Outputs: ``save_states``, ``save_observables``. Device:
+        ``threads_per_block`` and buffer locations such as
         ``state_location="shared"``.
     """
 
@@ -59,27 +65,23 @@ class Solver:
     ) -> None:
         if not isinstance(system, ODESystem):
             raise TypeError(f"system must be an ODESystem, got {type(system).__name__}")
-        get_tableau(method)
+        check_result_names(system)
         precision = check_precision(precision)
-        if dt is None:
-            raise ValueError(f"dt is required for the fixed-step method {method!r}")
-        dt = check_finite_number(dt, "dt")
-        if dt <= 0:
-            raise ValueError(f"dt must be > 0, got {dt}")
-        if save_every is not None:
-            save_every = check_finite_number(save_every, "save_every")
-            if save_every <= 0:
-                raise ValueError(f"save_every must be > 0 (or None), got {save_every}")
-        resolved = targets.resolve_target(target)
-        run_settings = {k: settings.pop(k) for k in ("save_states", "save_observables") if k in settings}
+        for name, value in (("dt", dt), ("save_every", save_every), ("dt0", settings.get("dt0"))):
+            if value is not None:
+                check_finite_number(value, name)
         threads_per_block = settings.pop("threads_per_block", 128)
         locations = {k: v for k, v in settings.items() if k.endswith("_location")}
-        unknown = sorted(set(settings) - set(locations))
+        run_settings = {k: v for k, v in settings.items() if k in RUN_SETTINGS}
+        unknown = sorted(set(settings) - set(locations) - set(run_settings))
         if unknown:
             raise ValueError(
                 f"unknown setting(s) {unknown}; valid keyword settings: "
-                f"{', '.join(EXTRA_SETTINGS)} and <buffer>_location"
+                f"{', '.join(sorted(set(RUN_SETTINGS) - {'method', 'dt', 'save_every', 'target', 'precision'}))}, "
+                "threads_per_block and <buffer>_location"
             )
+        get_tableau(method)
+        resolved = targets.resolve_target(target)
         self.registry = registry if registry is not None else BufferRegistry()
         run = SingleIntegratorRun(
             IntegratorSettings(
@@ -174,22 +176,31 @@ class Solver:
         return self._dataset(batch, output, duration, t0, warmup)
 
     def _dataset(self, batch, output, duration, t0, warmup) -> xr.Dataset:
-        from cubie_kernel.results import batch_dataset
-
         s = self.settings
         attrs = {
             "system": self.system.name,
             "method": get_tableau(s.method).name,
-            "dt": s.dt,
+            "controller": s.controller_name,
             "save_every": "final state only" if s.save_every is None else s.save_every,
             "precision": np.dtype(s.precision).name,
             "target": s.target,
             "t0": t0,
             "duration": duration,
             "warmup": warmup,
+            "max_steps": s.max_steps,
             "device_chunks": output.n_chunks,
             "kernel_seconds": output.kernel_seconds,
         }
+        if s.controller_name == "fixed":
+            attrs["dt"] = s.dt
+        else:
+            attrs.update(
+                atol=np.asarray(s.controller_settings().atol),
+                rtol=np.asarray(s.controller_settings().rtol),
+                dt0="estimated per run" if s.dt0 is None else s.dt0,
+                dt_min=s.dt_min,
+                dt_max=s.dt_max,
+            )
         for name, value in self.system.default_parameters.items():
             if name not in batch.coords:
                 attrs[f"parameter_{name}"] = value

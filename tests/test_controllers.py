@@ -133,7 +133,9 @@ class Harness:
         self.reset_fn(self.shared, self.persistent)
 
     def __call__(self, dt, state, proposed, error):
-        accept, dt_next = self.control(float(dt), state, proposed, error, self.shared, self.persistent)
+        accept, dt_next = self.control(
+            float(dt), state, proposed, error, self.shared, self.persistent
+        )
         return bool(accept), float(dt_next)
 
     @property
@@ -267,7 +269,8 @@ def test_clamps_and_dt_max(name):
     assert device(0.01, state, proposed, np.zeros(4)) == (True, pytest.approx(0.1, rel=RTOL))
     device.reset()
     # huge but finite error: rejected, factor clamped to min_factor
-    assert device(0.01, state, proposed, np.full(4, 1e30)) == (False, pytest.approx(0.002, rel=RTOL))
+    huge = np.full(4, 1e30)
+    assert device(0.01, state, proposed, huge) == (False, pytest.approx(0.002, rel=RTOL))
     device.reset()
     # growth beyond dt_max is cut to dt_max
     assert device(0.2, state, proposed, np.zeros(4)) == (True, 0.3)
@@ -336,7 +339,9 @@ def _lorenz(t, y):
 def test_i_reproduces_scipy_rk45_step_sizes(monkeypatch):
     """Replay every step attempt of scipy's RK45 through the "i" controller."""
     atol, rtol = np.array([1e-6, 1e-7, 1e-8]), 1e-5
-    solver = RK45(_lorenz, 0.0, np.array([1.0, 1.0, 1.0]), 3.0, rtol=rtol, atol=atol, first_step=0.3)
+    solver = RK45(
+        _lorenz, 0.0, np.array([1.0, 1.0, 1.0]), 3.0, rtol=rtol, atol=atol, first_step=0.3
+    )
     attempts = []
     original_rk_step = scipy_rk.rk_step
 

@@ -58,8 +58,27 @@ def check(kernel, cc, precision):
 @pytest.mark.parametrize("precision", [np.float64, np.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("method", sorted(TABLEAUS))
 def test_every_method_compiles(method, precision, cc):
-    kernel = cuda_kernel(lorenz(), method=method, dt=1e-3, save_every=0.1, precision=precision)
+    if TABLEAUS[method].adaptive:
+        step = {"rtol": 1e-6, "atol": 1e-8}  # default controller, first step estimated
+    else:
+        step = {"dt": 1e-3}
+    kernel = cuda_kernel(lorenz(), method=method, save_every=0.1, precision=precision, **step)
     check(kernel, cc, precision)
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        {"controller": "fixed", "dt": 1e-3},
+        {"controller": "i", "dt0": 1e-3, "max_steps": 1000},
+        {"controller": "pid", "atol": [1e-8, 1e-9, 1e-10], "dt_max": 0.01},
+        {"controller": "gustafsson", "dt_min": 1e-9},
+    ],
+    ids=["fixed", "i_dt0", "pid_per_state_atol", "gustafsson"],
+)
+def test_step_control_variants_compile(step):
+    kernel = cuda_kernel(lorenz(), method="dormand_prince_54", save_every=0.1, **step)
+    check(kernel, (8, 0), np.float64)
 
 
 # (locations, shared elements for Lorenz RK4: 3 states, 4 stages, no error buffer)

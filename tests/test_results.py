@@ -127,11 +127,15 @@ def test_unswept_parameters_are_attrs():
 
 
 def test_method_alias_is_reported_by_canonical_name():
-    solver = Solver(harmonic_oscillator(), method="classical_rk4", dt=DT, target=TARGET)
-    # only the attrs are built here; the alias resolves to the same tableau
-    from cubie_kernel.algorithms.tableaus import get_tableau
-
-    assert get_tableau(solver.settings.method).name == "rk4"
+    solver = Solver(exponential_decay(), method="Classical_RK4", dt=0.05, target=TARGET)
+    ds = solver.solve({"y": 1.0}, duration=0.5)
+    assert ds.attrs["method"] == "rk4"
+    assert ds.attrs["save_every"] == "final state only"
+    assert ds.attrs["parameter_k"] == 1.0
+    # it really is RK4: y = R(-0.05)^10
+    z = -0.05
+    rk4 = (1 + z + z**2 / 2 + z**3 / 6 + z**4 / 24) ** 10
+    assert ds["y"].values[0, -1] == pytest.approx(rk4, rel=1e-13)
 
 
 # ------------------------------------------------------------------------ status
@@ -290,28 +294,29 @@ def test_netcdf_round_trip(oscillator_ds, tmp_path, engine):
 
 
 # ------------------------------------------------------------- name collisions
-def test_state_and_observable_named_like_result_variables_are_not_lost():
-    """LIBRARY BUG (cubie_kernel/results.py, batch_dataset): ODESystem allows
-    a state called ``status`` or an observable called ``n_steps``, but
-    batch_dataset writes ``data_vars[name]`` for states/observables and then
-    overwrites the same keys with the status and counter variables, so the
-    saved trajectory is silently dropped. Expected: either a ValueError that
-    names the clash (ideally at Solver/ODESystem construction) or the
-    trajectory present with dims (run, time).
+_CLASHES = {
+    "state status": dict(equations=["dstatus = -status"], states={"status": 1.0}),
+    "observable n_steps": dict(
+        equations=["dy = -y"], states={"y": 1.0}, observables=["n_steps = 2*y"]
+    ),
+    "state n_rejected": dict(equations=["dn_rejected = 0"], states={"n_rejected": 1.0}),
+    "parameter time": dict(equations=["dy = -time*y"], states={"y": 1.0}, parameters={"time": 1.0}),
+    "state run": dict(equations=["drun = 1"], states={"run": 0.0}),
+    "parameter initial_y": dict(
+        equations=["dy = -initial_y*y"], states={"y": 1.0}, parameters={"initial_y": 1.0}
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_CLASHES))
+def test_names_clashing_with_result_variables_are_refused_up_front(case):
+    """Regression: batch_dataset once wrote a state called ``status`` (or an
+    observable ``n_steps``) into ``data_vars`` and then overwrote it with the
+    status/counter variable, silently dropping the trajectory; ``time`` and
+    ``run`` failed only after the whole integration, inside xarray. A clash
+    must be refused with a ValueError naming it, before anything compiles.
     """
-    system = ODESystem(
-        ["dstatus = -status"], states={"status": 1.0},
-        observables=["n_steps = 2*status"], name="clash",
-    )
-    try:
-        solver = Solver(system, dt=DT, save_every=SAVE_EVERY, target=TARGET)
-        ds = solver.solve({"status": [1.0, 2.0]}, duration=0.5)
-    except ValueError as error:  # a clear refusal is acceptable
-        assert "status" in str(error) or "n_steps" in str(error)
-        return
-    # the trajectories must be somewhere
-    trajectories = [v for v in ds.data_vars.values() if v.dims == ("run", "time")]
-    assert len(trajectories) == 2, list(ds.data_vars)
-    expected = np.array([[1.0], [2.0]]) * np.exp(-ds["time"].values[None, :])
-    assert any(np.allclose(v.values, expected, rtol=1e-6) for v in trajectories)
-    assert any(np.allclose(v.values, 2 * expected, rtol=1e-6) for v in trajectories)
+    system = ODESystem(name="clash", **_CLASHES[case])
+    clashing = case.split()[1]
+    with pytest.raises(ValueError, match=clashing):
+        Solver(system, dt=DT, save_every=SAVE_EVERY, target=TARGET)

@@ -9,6 +9,8 @@ Buffers (registered under the step, sizes in elements)
 ------------------------------------------------------
 ``stages``
     ``n_stages * n_states``: the stage derivatives ``k_i``, stage-major.
+    Persistent for FSAL tableaus: the last stage of an accepted step is the
+    first stage of the next one, so it must survive between calls.
 ``stage_state``
     ``n_states``: the state at which the next stage is evaluated.
 """
@@ -37,13 +39,26 @@ class ERKStepSettings:
 class ERKStep(CompiledFactory):
     """Factory of the explicit Runge-Kutta step device function.
 
-    The device function is
-    ``step(state, proposed, error, parameters, t, dt, shared, persistent)``:
-    it writes the new solution to ``proposed`` and, for tableaus with an
-    embedded pair, the local error estimate ``dt * sum_i e_i k_i`` to
-    ``error``; ``t`` and ``dt`` are float64; ``shared``/``persistent`` are
-    the step's own regions. It returns 0 (explicit steps cannot fail).
+    The device function is ``step(state, proposed, error, parameters, t,
+    dt, shared, persistent, first_stage)``: it writes the new solution to
+    ``proposed`` and, for tableaus with an embedded pair, the local error
+    estimate ``dt * sum_i e_i k_i`` to ``error``; ``t`` and ``dt`` are
+    float64; ``shared``/``persistent`` are the step's own regions.
+
+    ``first_stage`` tells an FSAL tableau where ``k_0 = f(t, state)`` comes
+    from (other tableaus always evaluate it):
+
+    ==  ========================================================
+    0   evaluate it (first step of a run)
+    1   it is the last stage of the previous, accepted, step
+    2   it is already in place (the previous step was rejected)
+    ==  ========================================================
+
+    Returns 0 (explicit steps cannot fail).
     """
+
+    #: ``first_stage`` values (see the class docstring).
+    EVALUATE, FROM_LAST_STAGE, IN_PLACE = 0, 1, 2
 
     def __init__(self, settings: ERKStepSettings, registry) -> None:
         super().__init__(settings)
@@ -57,7 +72,9 @@ class ERKStep(CompiledFactory):
     def register_buffers(self) -> None:
         s = self.compile_settings
         n = s.system.n_states
-        self._registry.register("stages", self, s.tableau.n_stages * n)
+        self._registry.register(
+            "stages", self, s.tableau.n_stages * n, persistent=s.tableau.fsal
+        )
         self._registry.register("stage_state", self, n)
 
     def settings_changed(self, changed: set[str]) -> None:
@@ -83,13 +100,21 @@ class ERKStep(CompiledFactory):
         n_states = s.system.n_states
         a, b, c, e = cast.a, cast.b, cast.c, cast.b_error
         adaptive = cast.adaptive
+        fsal = cast.fsal
+        last = (n_stages - 1) * n_states
         zero = precision(0.0)
 
-        def erk_step(state, proposed, error, parameters, t, dt, shared, persistent):
+        def erk_step(state, proposed, error, parameters, t, dt, shared, persistent, first_stage):
             stages = alloc_stages(shared, persistent)
             stage_state = alloc_stage_state(shared, persistent)
             h = precision(dt)
+            reuse = fsal and first_stage != 0
+            if fsal and first_stage == 1:
+                for k in range(n_states):
+                    stages[k] = stages[last + k]
             for i in range(n_stages):
+                if i == 0 and reuse:
+                    continue
                 for k in range(n_states):
                     increment = zero
                     for j in range(i):

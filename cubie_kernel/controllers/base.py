@@ -201,7 +201,9 @@ class ControllerSettings:
         rtol = per_state(self.rtol, self.n_states, "rtol")
         for i, (a, r) in enumerate(zip(atol, rtol)):
             if a == 0.0 and r == 0.0:
-                raise ValueError(f"atol[{i}] and rtol[{i}] are both zero: state {i} has no tolerance")
+                raise ValueError(
+                    f"atol[{i}] and rtol[{i}] are both zero: state {i} has no tolerance"
+                )
         object.__setattr__(self, "atol", atol)
         object.__setattr__(self, "rtol", rtol)
         _check_real("dt_min", self.dt_min, low=0.0)

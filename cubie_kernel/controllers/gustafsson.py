@@ -82,7 +82,7 @@ class GustafssonController(StepController):
                 if dt_acc > 0.0:
                     ratio = float(history[1]) / floored
                     predicted = safety * (dt / dt_acc) * ratio**inv_k * floored ** (-inv_k)
-                    factor = factor
+                    factor = min(factor, predicted)
                 history[0] = dt
                 history[1] = max(norm, history_floor)
             factor = min(max(factor, min_factor), max_factor)

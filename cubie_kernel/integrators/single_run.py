@@ -1,6 +1,7 @@
 """``SingleIntegratorRun``: one run's device function, assembled.
 
-Builds and owns the layers of one run (system -> step -> output -> loop),
+Builds and owns the layers of one run (system -> step -> controller ->
+output -> loop),
 routes setting changes to the layer that owns each setting, and answers
 memory questions through the buffer registry: it registers no buffers of
 its own, only the loop as its child.
@@ -8,6 +9,7 @@ its own, only the loop as its child.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping
 
 import attrs
@@ -16,45 +18,134 @@ import numpy as np
 from cubie_kernel import targets
 from cubie_kernel.algorithms.erk_step import ERKStep, ERKStepSettings
 from cubie_kernel.algorithms.tableaus import get_tableau
-from cubie_kernel.integrators.loop import IVPLoop, LoopSettings
+from cubie_kernel.controllers import (
+    CONTROLLER_NAMES,
+    ControllerSettings,
+    default_controller_for,
+    make_controller,
+)
+from cubie_kernel.integrators.loop import DEFAULT_MAX_STEPS, IVPLoop, LoopSettings
 from cubie_kernel.outputs import OutputFlags, OutputFunctions, OutputSettings
 from cubie_kernel.precision import check_precision
 from cubie_kernel.systems import ODESystem
 
+#: Settings that belong to the step-size controller.
+CONTROLLER_SETTINGS = (
+    "atol", "rtol", "dt_min", "dt_max", "safety", "min_factor", "max_factor", "kp", "ki", "kd",
+)
+
 #: Settings a SingleIntegratorRun accepts through ``update``.
-SETTINGS = ("method", "dt", "save_every", "precision", "target", "save_states", "save_observables")
+SETTINGS = (
+    "method", "controller", "dt", "dt0", "save_every", "max_steps", "precision", "target",
+    "save_states", "save_observables",
+) + CONTROLLER_SETTINGS
+
+
+def _optional_positive(name: str, value) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a number > 0 or None, got {value!r}")
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0 or None, got {value!r}")
 
 
 @attrs.frozen
 class IntegratorSettings:
-    """Everything that decides one run's compiled code."""
+    """Everything that decides one run's compiled code.
+
+    ``controller`` None picks the method's default (``"fixed"`` for
+    tableaus without an error estimate, else ``"pi"``). Fixed stepping
+    needs ``dt``; adaptive stepping starts from ``dt0`` (None: estimated
+    per run). Tolerances and controller tuning are documented in
+    :class:`cubie_kernel.controllers.ControllerSettings`.
+    """
 
     system: ODESystem
     method: str = "rk4"
-    dt: float = 1e-3
+    controller: str | None = None
+    dt: float | None = None
+    dt0: float | None = None
     save_every: float | None = None
+    max_steps: int = DEFAULT_MAX_STEPS
     precision: type = np.float64
     target: str = "cpu"
     save_states: bool = True
     save_observables: bool = True
+    atol: Any = 1e-6
+    rtol: Any = 1e-3
+    dt_min: float = 1e-12
+    dt_max: float = math.inf
+    safety: float = 0.9
+    min_factor: float = 0.2
+    max_factor: float = 10.0
+    kp: float | None = None
+    ki: float | None = None
+    kd: float | None = None
 
     def __attrs_post_init__(self):
-        get_tableau(self.method)
+        tableau = get_tableau(self.method)
         targets.check_target_name(self.target)
-        check_precision(self.precision)
-        if not (isinstance(self.dt, (int, float)) and np.isfinite(self.dt) and self.dt > 0):
-            raise ValueError(f"dt must be a finite number > 0, got {self.dt!r}")
-        if self.save_every is not None:
-            if not (np.isfinite(self.save_every) and self.save_every > 0):
-                raise ValueError(f"save_every must be > 0 or None, got {self.save_every!r}")
-            if self.dt > self.save_every:
-                raise ValueError(
-                    f"dt ({self.dt}) must not exceed save_every ({self.save_every})"
-                )
+        object.__setattr__(self, "precision", check_precision(self.precision))
+        name = self.controller_name
+        if name not in CONTROLLER_NAMES:
+            raise ValueError(
+                f"controller must be one of {', '.join(map(repr, CONTROLLER_NAMES))}, "
+                f"got {self.controller!r}"
+            )
+        if name != "fixed" and not tableau.adaptive:
+            raise ValueError(
+                f"controller {name!r} needs an error estimate, and method {self.method!r} "
+                "has none; use controller='fixed' or an adaptive method such as 'rk45'"
+            )
+        for field in ("dt", "dt0", "save_every"):
+            _optional_positive(field, getattr(self, field))
+        if name == "fixed":
+            if self.dt is None:
+                raise ValueError(f"dt is required for fixed steps (method {self.method!r})")
+            if self.save_every is not None and self.dt > self.save_every:
+                raise ValueError(f"dt ({self.dt}) must not exceed save_every ({self.save_every})")
+        elif self.dt is not None:
+            raise ValueError(
+                f"dt is the fixed step size, but method {self.method!r} steps adaptively "
+                f"(controller {name!r}); set dt0 for its first step, or controller='fixed'"
+            )
+        steps = self.max_steps
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+            raise ValueError(f"max_steps must be an int >= 1, got {steps!r}")
+        self.controller_settings()  # validates tolerances and tuning
+
+    @property
+    def controller_name(self) -> str:
+        if self.controller is not None:
+            return self.controller
+        return default_controller_for(get_tableau(self.method))
+
+    def controller_settings(self) -> ControllerSettings:
+        tableau = get_tableau(self.method)
+        return ControllerSettings(
+            n_states=self.system.n_states,
+            error_order=tableau.error_order,
+            precision=self.precision,
+            target=self.target,
+            **{key: getattr(self, key) for key in CONTROLLER_SETTINGS},
+        )
+
+    def loop_settings(self) -> LoopSettings:
+        return LoopSettings(
+            system=self.system,
+            dt=None if self.dt is None else float(self.dt),
+            save_every=None if self.save_every is None else float(self.save_every),
+            dt0=None if self.dt0 is None else float(self.dt0),
+            dt_min=float(self.dt_min),
+            max_steps=int(self.max_steps),
+            precision=self.precision,
+            target=self.target,
+        )
 
 
 class SingleIntegratorRun:
-    """Assembles system, step, output functions and loop for one run.
+    """Assembles system, step, controller, output functions and loop for one run.
 
     Parameters
     ----------
@@ -62,41 +153,38 @@ class SingleIntegratorRun:
         The run's :class:`IntegratorSettings`.
     registry
         The :class:`~cubie_kernel.buffers.BufferRegistry` every layer
-        registers its buffers in.
+        registers its buffers in; the process default when omitted.
     """
 
-    def __init__(self, settings: IntegratorSettings, registry) -> None:
+    def __init__(self, settings: IntegratorSettings, registry=None) -> None:
+        if registry is None:
+            import cubie_kernel
+
+            registry = cubie_kernel.buffer_registry
         self.settings = settings
         self.registry = registry
-        precision = check_precision(settings.precision)
         self.step = ERKStep(
             ERKStepSettings(
                 tableau=get_tableau(settings.method),
                 system=settings.system,
-                precision=precision,
+                precision=settings.precision,
                 target=settings.target,
             ),
             registry,
+        )
+        self.controller = make_controller(
+            settings.controller_name, settings.controller_settings(), registry
         )
         self.output = OutputFunctions(
             OutputSettings(
                 system=settings.system,
                 flags=self._flags(settings),
-                precision=precision,
+                precision=settings.precision,
                 target=settings.target,
             )
         )
         self.loop = IVPLoop(
-            LoopSettings(
-                system=settings.system,
-                dt=float(settings.dt),
-                save_every=None if settings.save_every is None else float(settings.save_every),
-                precision=precision,
-                target=settings.target,
-            ),
-            self.step,
-            self.output,
-            registry,
+            settings.loop_settings(), self.step, self.controller, self.output, registry
         )
         registry.register_child(self, self.loop, "loop")
 
@@ -121,27 +209,31 @@ class SingleIntegratorRun:
             raise KeyError(f"unknown setting(s) {sorted(unknown)}; valid: {sorted(SETTINGS)}")
         if not recognised:
             return recognised
-        changes = {k: updates[k] for k in recognised}
-        if "precision" in changes:
-            changes["precision"] = check_precision(changes["precision"])
-        new = attrs.evolve(self.settings, **changes)  # validates
-        self.settings = new
-        precision = new.precision
+        new = attrs.evolve(self.settings, **{k: updates[k] for k in recognised})  # validates
+        old, self.settings = self.settings, new
         self.step.update_compile_settings(
-            tableau=get_tableau(new.method), precision=precision, target=new.target
+            tableau=get_tableau(new.method), precision=new.precision, target=new.target
         )
+        if new.controller_name != old.controller_name:
+            self._replace_controller(new)
+        else:
+            self.controller.update_compile_settings(
+                attrs.asdict(new.controller_settings(), recurse=False)
+            )
         self.output.update_compile_settings(
-            flags=self._flags(new), precision=precision, target=new.target
+            flags=self._flags(new), precision=new.precision, target=new.target
         )
-        self.loop.update_compile_settings(
-            dt=float(new.dt),
-            save_every=None if new.save_every is None else float(new.save_every),
-            precision=precision,
-            target=new.target,
-        )
-        # the loop's error buffer depends on whether the method is adaptive
+        self.loop.update_compile_settings(attrs.asdict(new.loop_settings(), recurse=False))
         self.loop.register_buffers()
         return recognised
+
+    def _replace_controller(self, settings: IntegratorSettings) -> None:
+        self.registry.clear(self.controller)
+        self.controller = make_controller(
+            settings.controller_name, settings.controller_settings(), self.registry
+        )
+        self.loop.controller = self.controller
+        self.registry.replace_child(self.loop, "controller", self.controller)
 
     # ---------------------------------------------------------------- queries
     @property

@@ -1,0 +1,113 @@
+"""A progress bar for long sweeps: tqdm when importable, else a text bar.
+
+Either way the bar stays hidden for the first :data:`DELAY_SECONDS`, so
+short sweeps print nothing. The text bar writes to stderr, redrawing one
+line at most every :data:`REFRESH_SECONDS`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+#: Seconds before a bar first appears.
+DELAY_SECONDS = 1.0
+#: Seconds between redraws of the text bar.
+REFRESH_SECONDS = 0.2
+_WIDTH = 30
+
+
+class TextProgress:
+    """``[#####.....]  45%  4,500/10,000 runs  12/40 chunks  3.2 s`` on one line.
+
+    Parameters
+    ----------
+    total_runs, total_chunks
+        What 100 % means.
+    stream
+        Where to draw (stderr by default).
+    delay, refresh
+        Seconds before the first draw and between redraws.
+    """
+
+    def __init__(
+        self,
+        total_runs: int,
+        total_chunks: int,
+        stream: TextIO | None = None,
+        delay: float = DELAY_SECONDS,
+        refresh: float = REFRESH_SECONDS,
+    ) -> None:
+        self.total_runs = total_runs
+        self.total_chunks = total_chunks
+        self.stream = stream if stream is not None else sys.stderr
+        self.delay = delay
+        self.refresh = refresh
+        self.runs = 0
+        self.chunks = 0
+        self._start = time.perf_counter()
+        self._drawn_at: float | None = None
+
+    def line(self) -> str:
+        """The bar's current text."""
+        fraction = self.runs / self.total_runs if self.total_runs else 1.0
+        filled = int(fraction * _WIDTH)
+        elapsed = time.perf_counter() - self._start
+        return (
+            f"[{'#' * filled}{'.' * (_WIDTH - filled)}] {fraction:4.0%}  "
+            f"{self.runs:,}/{self.total_runs:,} runs  "
+            f"{self.chunks}/{self.total_chunks} chunks  {elapsed:.1f} s"
+        )
+
+    def update(self, runs: int) -> None:
+        """Count one finished chunk of ``runs`` runs; redraw when due."""
+        self.runs += runs
+        self.chunks += 1
+        now = time.perf_counter()
+        if now - self._start < self.delay:
+            return
+        if self._drawn_at is None or now - self._drawn_at >= self.refresh or (
+            self.chunks == self.total_chunks
+        ):
+            self.stream.write("\r" + self.line())
+            self.stream.flush()
+            self._drawn_at = now
+
+    def close(self) -> None:
+        """End the line if anything was drawn."""
+        if self._drawn_at is not None:
+            self.stream.write("\r" + self.line() + "\n")
+            self.stream.flush()
+
+
+class _TqdmProgress:
+    def __init__(self, total_runs: int, total_chunks: int) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=total_runs, unit="runs", delay=DELAY_SECONDS, unit_scale=True)
+
+    def update(self, runs: int) -> None:
+        self._bar.update(runs)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+class _NoProgress:
+    def update(self, runs: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def make_progress(enabled: bool, total_runs: int, total_chunks: int):
+    """A bar with ``update(runs)`` and ``close()``; a silent one if not ``enabled``."""
+    if not enabled:
+        return _NoProgress()
+    try:
+        import tqdm  # noqa: F401  (optional)
+    except ImportError:
+        return TextProgress(total_runs, total_chunks)
+    return _TqdmProgress(total_runs, total_chunks)

@@ -91,13 +91,15 @@ class Reference:
         accept = norm <= 1.0
         r = max(norm, 1e-10)
         k = self.k
-        if self.name in ("i", "pi", "pid"):
+        if self.name in ("i", "pi", "pid") and not accept:
+            # rejected: the elementary factor, never growing
+            factor = min(max(s.safety / r ** (1 / k), s.min_factor), 1.0)
+        elif self.name in ("i", "pi", "pid"):
             kp, ki, kd = self.gains
             b1, b2, b3 = kp + ki + kd, -(kp + 2 * kd), kd
             factor = s.safety * (1 / r) ** (b1 / k) * (1 / self.r1) ** (b2 / k)
             factor *= (1 / self.r2) ** (b3 / k)
-            if accept:
-                self.r1, self.r2 = float(self.round(r)), float(self.round(self.r1))
+            self.r1, self.r2 = float(self.round(r)), float(self.round(self.r1))
         else:
             factor = s.safety / r ** (1 / k)
             if accept:
@@ -305,21 +307,32 @@ def test_non_finite_rejects_with_min_factor(name, bad):
     np.testing.assert_array_equal(device.history, before)
 
 
-def test_rejection_caps_a_growing_factor_at_one():
-    # gains whose history term would grow the step despite the rejection
-    settings = settings_for(kp=-1.0, ki=1.2, kd=0.0)
-    device = harness("pid", settings)
-    ref = Reference("pid", settings, (-1.0, 1.2, 0.0))
+@pytest.mark.parametrize("name, gains", [("pid", (-1.0, 1.2, 0.0)), ("pid", None)])
+def test_rejection_always_shrinks_the_step(name, gains):
+    """History of tiny accepted errors must not keep a rejected step's size.
+
+    With the filter's factor the history term would grow the step despite
+    the rejection (capped at 1, the same step would be retried forever);
+    a rejection shrinks by the elementary factor safety * r**(-1/k).
+    """
+    kp, ki, kd = gains if gains else (None, None, None)
+    settings = settings_for(kp=kp, ki=ki, kd=kd)
+    device = harness(name, settings)
+    ref = Reference(name, settings, gains_of(name, settings))
     state, proposed = np.ones(4), np.ones(4)
     device.reset()
     ref.reset()
     tiny = np.full(4, 1e-9 * 1e-6)
-    device(0.01, state, proposed, tiny)
-    ref(0.01, state, proposed, tiny)
+    for _ in range(3):
+        device(0.01, state, proposed, tiny)
+        ref(0.01, state, proposed, tiny)
     slightly_bad = 1.05 * (np.array(settings.atol) + np.array(settings.rtol))  # norm 1.05
-    uncapped = 0.9 * 1.05 ** (-0.2 / 5) * ref.r1 ** (-1.0 / 5)
-    assert uncapped > 1.5
-    assert device(0.01, state, proposed, slightly_bad) == (False, 0.01)
+    b1, b2, b3 = ref.gains[0] + ref.gains[1] + ref.gains[2], -(ref.gains[0] + 2 * ref.gains[2]), ref.gains[2]
+    filtered = 0.9 * 1.05 ** (-b1 / 5) * ref.r1 ** (-b2 / 5) * ref.r2 ** (-b3 / 5)
+    assert filtered > 0.99  # the filter alone would not shrink the step
+    accept, dt_next = device(0.01, state, proposed, slightly_bad)
+    assert accept is False
+    assert dt_next == pytest.approx(0.01 * 0.9 * 1.05 ** (-1 / 5), rel=1e-12)
 
 
 def test_fixed_accepts_everything_and_keeps_dt():

@@ -21,8 +21,12 @@ Hairer-Wanner form ``r_n**(-alpha) r_{n-1}**beta`` is ``alpha = (kp + ki)/k``,
 diffrax's ``PIDController`` (``pcoeff``, ``icoeff``, ``dcoeff``); a gain
 triple maps to Soderlind's published ``k*beta`` coefficients through them.
 
-Then ``factor`` is clamped to ``[min_factor, max_factor]``, capped at 1
-after a rejected step, and ``dt_next = min(dt * factor, dt_max)``.
+Then ``factor`` is clamped to ``[min_factor, max_factor]`` and
+``dt_next = min(dt * factor, dt_max)``. A REJECTED step uses the elementary
+factor ``safety * r_n**(-1/k)`` clamped to ``[min_factor, 1]`` instead: the
+filter's history of small accepted errors can outweigh a failure (with
+H312PID's small ``b1`` a norm of 2 after norms of 1e-10 gives a factor
+above 1), which would retry the same step forever.
 
 Default gains
 -------------
@@ -112,6 +116,7 @@ class PIDController(StepController):
     def build_control(self, error_norm, alloc_history):
         s = self.compile_settings
         exp_now, exp_prev, exp_prev2 = self.exponents
+        exp_reject = -1.0 / self.k
         n_history = self.history_size
         safety, min_factor, max_factor = s.safety, s.min_factor, s.max_factor
         dt_max = s.dt_max
@@ -124,19 +129,22 @@ class PIDController(StepController):
                 return False, min(dt * min_factor, dt_max)
             accept = norm <= 1.0
             floored = max(norm, norm_floor)
-            factor = safety * floored**exp_now
-            if n_history > 0:
-                factor *= float(history[0]) ** exp_prev
-            if n_history > 1:
-                factor *= float(history[1]) ** exp_prev2
-            factor = min(max(factor, min_factor), max_factor)
             if accept:
+                factor = safety * floored**exp_now
+                if n_history > 0:
+                    factor *= float(history[0]) ** exp_prev
+                if n_history > 1:
+                    factor *= float(history[1]) ** exp_prev2
+                factor = min(max(factor, min_factor), max_factor)
                 if n_history > 1:
                     history[1] = history[0]
                 if n_history > 0:
                     history[0] = floored
             else:
-                factor = min(factor, 1.0)
+                # A rejected step shrinks by the elementary rule: the filter's
+                # history of small accepted errors could otherwise outweigh
+                # the failure and leave dt unchanged, rejecting forever.
+                factor = min(max(safety * floored**exp_reject, min_factor), 1.0)
             return accept, min(dt * factor, dt_max)
 
         return pid_control

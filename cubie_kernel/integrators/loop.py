@@ -29,7 +29,9 @@ With a fixed controller every step is ``dt`` except the last of each
 interval, clamped to land on the save time. With an adaptive one the step
 is attempted, the controller accepts or rejects it and proposes the next
 size; a step that would pass the save time is clamped to it, and after an
-accepted clamped step the unclamped proposal is kept. A run stops with a
+accepted clamped step the unclamped proposal is kept. The step accepted
+right after a rejection does not grow the next one (Hairer, Norsett &
+Wanner I, Sect. II.4; scipy does the same). A run stops with a
 status flag when the step falls below ``dt_min`` (or no longer advances
 ``t``), or after ``max_steps`` attempted steps; it never stops its batch.
 """
@@ -168,6 +170,7 @@ class IVPLoop(CompiledFactory):
         ):
             """Step from t to t_end (landing on it); returns (t, h, status, first_stage)."""
             status = 0
+            after_reject = False
             while True:
                 remaining = t_end - t
                 if adaptive:
@@ -182,6 +185,9 @@ class IVPLoop(CompiledFactory):
                     accept = True
                     h_next = h
                 if accept:
+                    if after_reject and h_next > h_try:
+                        h_next = h_try  # no growth right after a rejection
+                    after_reject = False
                     for k in range(n_states):
                         state[k] = proposed[k]
                     counters[0] += 1
@@ -191,6 +197,7 @@ class IVPLoop(CompiledFactory):
                         return t_end, max(h, h_next), status, first_stage
                     t = t + h_try
                 else:
+                    after_reject = True
                     counters[1] += 1
                     if fsal:
                         first_stage = 2

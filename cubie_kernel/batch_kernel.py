@@ -39,7 +39,9 @@ class BatchOutput:
     """Host arrays of one batch, in the device's coalesced order.
 
     ``state`` is (time, variable, run), ``observables`` likewise,
-    ``counters`` is (counter, run), ``status`` is (run,), ``time`` holds the
+    ``save_counters`` (time, counter, run) holds cumulative step counts at
+    each save (zero counters unless requested), ``counters`` is
+    (counter, run), ``status`` is (run,), ``time`` holds the
     save times (absolute, float64); ``kernel_seconds`` sums the kernel's own
     time over device chunks (CUDA events on a GPU, wall time on the cpu).
     """
@@ -47,6 +49,7 @@ class BatchOutput:
     time: np.ndarray
     state: np.ndarray
     observables: np.ndarray
+    save_counters: np.ndarray
     counters: np.ndarray
     status: np.ndarray
     n_chunks: int
@@ -160,6 +163,8 @@ class BatchSolverKernel(CompiledFactory):
         outputs = self.n_saves(duration) * (run.n_saved_states + run.n_saved_observables)
         outputs *= self.itemsize
         bookkeeping = (len(COUNTER_NAMES) + 1) * 4
+        if run.compile_flags.save_counters:
+            bookkeeping += self.n_saves(duration) * len(COUNTER_NAMES) * 4
         scratch = self.registry.scratch_elements(run) * self.itemsize
         return inputs + outputs + bookkeeping + scratch
 
@@ -242,37 +247,35 @@ class BatchSolverKernel(CompiledFactory):
         n_runs = initial_values.shape[1]
         times = float(t0) + float(warmup) + save_times(duration, run.settings.save_every)
         n_saves = times.size
-        state = np.empty((n_saves, run.n_saved_states, n_runs), dtype=precision)
-        observables = np.empty((n_saves, run.n_saved_observables, n_runs), dtype=precision)
-        counters = np.zeros((len(COUNTER_NAMES), n_runs), dtype=np.int32)
-        status = np.zeros(n_runs, dtype=np.int32)
+        n_counters = len(COUNTER_NAMES)
+        # every output has the run as its last axis
+        shapes = (
+            ((n_saves, run.n_saved_states), precision),
+            ((n_saves, run.n_saved_observables), precision),
+            ((n_saves, n_counters if run.compile_flags.save_counters else 0), np.int32),
+            ((n_counters,), np.int32),
+            ((), np.int32),
+        )
+        outputs = [np.zeros(shape + (n_runs,), dtype) for shape, dtype in shapes]
         kernel = self.device_function
         chunk = max(1, min(n_runs, self.max_chunk_runs(duration, memory_bytes)))
-        n_chunks = 0
+        starts = range(0, n_runs, chunk)
         kernel_seconds = 0.0
-        for start in range(0, n_runs, chunk):
+        for start in starts:
             stop = min(n_runs, start + chunk)
-            n_chunks += 1
-            if start == 0 and stop == n_runs:
-                views = (initial_values, parameters, state, observables, counters, status)
-                kernel_seconds += self._launch(kernel, views, duration, t0, warmup)
-                break
-            part = (
-                np.ascontiguousarray(initial_values[:, start:stop]),
-                np.ascontiguousarray(parameters[:, start:stop]),
-                np.empty(state.shape[:2] + (stop - start,), precision),
-                np.empty(observables.shape[:2] + (stop - start,), precision),
-                np.zeros((len(COUNTER_NAMES), stop - start), np.int32),
-                np.zeros(stop - start, np.int32),
-            )
-            kernel_seconds += self._launch(kernel, part, duration, t0, warmup)
-            state[:, :, start:stop] = part[2]
-            observables[:, :, start:stop] = part[3]
-            counters[:, start:stop] = part[4]
-            status[start:stop] = part[5]
-        return BatchOutput(
-            times, state, observables, counters, status, n_chunks, kernel_seconds
-        )
+            if stop - start == n_runs:
+                arrays = (initial_values, parameters, *outputs)
+            else:
+                arrays = (
+                    np.ascontiguousarray(initial_values[:, start:stop]),
+                    np.ascontiguousarray(parameters[:, start:stop]),
+                    *(np.zeros(shape + (stop - start,), dtype) for shape, dtype in shapes),
+                )
+            kernel_seconds += self._launch(kernel, arrays, duration, t0, warmup)
+            if stop - start != n_runs:
+                for whole, part in zip(outputs, arrays[2:]):
+                    whole[..., start:stop] = part
+        return BatchOutput(times, *outputs, n_chunks=len(starts), kernel_seconds=kernel_seconds)
 
     def _launch(self, kernel, arrays, duration, t0, warmup) -> float:
         n_runs = arrays[-1].shape[0]

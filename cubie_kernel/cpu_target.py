@@ -68,8 +68,8 @@ def build_batch_kernel(loop_fn, shared_elements: int, persistent_elements: int, 
 
     @numba.njit(parallel=True, **JIT_OPTIONS)
     def batch_kernel(
-        initial_values, parameters, state_output, observable_output, counters, status,
-        t0, duration, warmup,
+        initial_values, parameters, state_output, observable_output, counter_output,
+        counters, status, t0, duration, warmup,
     ):
         n_runs = status.shape[0]
         n_lanes = min(n_runs, numba.get_num_threads() * lanes_per_thread)
@@ -85,6 +85,7 @@ def build_batch_kernel(loop_fn, shared_elements: int, persistent_elements: int, 
                     persistent,
                     state_output[:, :, run],
                     observable_output[:, :, run],
+                    counter_output[:, :, run],
                     counters[:, run],
                     t0,
                     duration,

@@ -81,8 +81,8 @@ def batch_kernel_function(
     element = numba.from_dtype(np.dtype(precision))
 
     def batch_kernel(
-        initial_values, parameters, state_output, observable_output, counters, status,
-        t0, duration, warmup,
+        initial_values, parameters, state_output, observable_output, counter_output,
+        counters, status, t0, duration, warmup,
     ):
         thread = cuda.threadIdx.x
         run = cuda.blockIdx.x * cuda.blockDim.x + thread
@@ -98,6 +98,7 @@ def batch_kernel_function(
             persistent,
             state_output[:, :, run],
             observable_output[:, :, run],
+            counter_output[:, :, run],
             counters[:, run],
             t0,
             duration,
@@ -125,11 +126,9 @@ def launch(kernel, n_runs: int, threads_per_block: int, shared_bytes: int, args)
     """
     if n_runs == 0:
         return 0.0
-    initial_values, parameters, state_output, observable_output, counters, status = args[:6]
-    scalars = args[6:]
+    inputs, outputs, scalars = args[:2], args[2:7], args[7:]
     stream = cuda.stream()
-    d_in = [cuda.to_device(np.ascontiguousarray(a), stream=stream) for a in (initial_values, parameters)]
-    outputs = (state_output, observable_output, counters, status)
+    d_in = [cuda.to_device(np.ascontiguousarray(a), stream=stream) for a in inputs]
     d_out = [cuda.device_array(a.shape, a.dtype, stream=stream) for a in outputs]
     blocks = (n_runs + threads_per_block - 1) // threads_per_block
     start, stop = cuda.event(), cuda.event()
@@ -214,6 +213,6 @@ def kernel_signature(precision):
     f = numba.from_dtype(np.dtype(precision))
     return (
         f[:, ::1], f[:, ::1], f[:, :, ::1], f[:, :, ::1],
-        numba.int32[:, ::1], numba.int32[::1],
+        numba.int32[:, :, ::1], numba.int32[:, ::1], numba.int32[::1],
         numba.float64, numba.float64, numba.float64,
     )

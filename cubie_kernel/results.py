@@ -14,7 +14,9 @@ from cubie_kernel.systems import ODESystem
 
 #: Names the result Dataset uses itself: a state, observable or parameter
 #: may not take them.
-RESERVED_NAMES = ("status", *COUNTER_NAMES, "run", "time")
+RESERVED_NAMES = (
+    "status", *COUNTER_NAMES, *(f"{name}_at_save" for name in COUNTER_NAMES), "run", "time",
+)
 
 
 def check_result_names(system: ODESystem) -> None:
@@ -74,6 +76,14 @@ def batch_dataset(
                 ("run", "time"),
                 output.observables[:, i, :].T,
                 {"long_name": f"observable {name}"},
+            )
+    if output.save_counters.shape[1]:
+        for i, name in enumerate(COUNTER_NAMES):
+            data_vars[f"{name}_at_save"] = (
+                ("run", "time"),
+                output.save_counters[:, i, :].T,
+                {**_COUNTER_ATTRS[name], "long_name": _COUNTER_ATTRS[name]["long_name"]
+                 + " since the start of the run (warm-up included)"},
             )
     data_vars["status"] = (("run",), output.status, status_attrs())
     for i, name in enumerate(COUNTER_NAMES):

@@ -47,7 +47,9 @@ class Solver:
         and 1e-3), ``dt0`` (first step; estimated per run when None),
         ``dt_min``, ``dt_max``, ``max_steps`` (attempted steps per run),
         ``safety``, ``min_factor``, ``max_factor``, gains ``kp``/``ki``/``kd``.
-        Outputs: ``save_states``, ``save_observables``. Device:
+        Outputs: ``save_states``, ``save_observables``, ``save_counters``
+        (cumulative ``n_steps_at_save``/``n_rejected_at_save`` per save).
+        Device:
         ``threads_per_block`` and buffer locations such as
         ``state_location="shared"``.
     """

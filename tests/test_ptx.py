@@ -109,7 +109,7 @@ def test_buffer_locations_compile(layout, cc):
 
 @pytest.mark.parametrize(
     "variant",
-    ["final_state_only", "observables", "no_parameters", "no_saved_states"],
+    ["final_state_only", "observables", "no_parameters", "no_saved_states", "save_counters"],
 )
 def test_output_variants_compile(variant):
     if variant == "final_state_only":
@@ -119,8 +119,10 @@ def test_output_variants_compile(variant):
     elif variant == "no_parameters":
         system = ODESystem(equations=["dy = -y + sin(t)"], states={"y": 1.0}, name="forced")
         kernel = cuda_kernel(system, dt=1e-3, save_every=0.1)
-    else:
+    elif variant == "no_saved_states":
         kernel = cuda_kernel(harmonic_oscillator(), dt=1e-3, save_states=False)
+    else:
+        kernel = cuda_kernel(lorenz(), method="tsit5", save_every=0.1, save_counters=True)
     check(kernel, (8, 0), kernel.single_integrator.precision)
 
 

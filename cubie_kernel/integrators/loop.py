@@ -82,10 +82,10 @@ class IVPLoop(CompiledFactory):
     """Factory of the per-run loop device function.
 
     The device function is ``loop(initial_values, parameters, shared,
-    persistent, state_output, observable_output, counters, t0, duration,
-    warmup) -> status``: per-run 1-D inputs, the run's 2-D output views
-    (save, variable), its counters view (n_steps, n_rejected), float64
-    times.
+    persistent, state_output, observable_output, counter_output, counters,
+    t0, duration, warmup) -> status``: per-run 1-D inputs, the run's 2-D
+    output views (save, variable), its counters view (n_steps, n_rejected),
+    float64 times.
     """
 
     def __init__(self, settings: LoopSettings, step, controller, output, registry) -> None:
@@ -220,7 +220,7 @@ class IVPLoop(CompiledFactory):
 
         def ivp_loop(
             initial_values, parameters, shared, persistent, state_output,
-            observable_output, counters, t0, duration, warmup,
+            observable_output, counter_output, counters, t0, duration, warmup,
         ):
             state = alloc_state(shared, persistent)
             proposed = alloc_proposed(shared, persistent)
@@ -265,6 +265,9 @@ class IVPLoop(CompiledFactory):
                         )
                         if status == 0 and not all_finite(state):
                             status |= nonfinite
+                if counter_output.shape[1] > 0:
+                    counter_output[i, 0] = counters[0]
+                    counter_output[i, 1] = counters[1]
                 if status == 0:
                     save(state, parameters, t, state_output[i], observable_output[i])
                 else:

@@ -37,7 +37,7 @@ CONTROLLER_SETTINGS = (
 #: Settings a SingleIntegratorRun accepts through ``update``.
 SETTINGS = (
     "method", "controller", "dt", "dt0", "save_every", "max_steps", "precision", "target",
-    "save_states", "save_observables",
+    "save_states", "save_observables", "save_counters",
 ) + CONTROLLER_SETTINGS
 
 
@@ -72,6 +72,7 @@ class IntegratorSettings:
     target: str = "cpu"
     save_states: bool = True
     save_observables: bool = True
+    save_counters: bool = False
     atol: Any = 1e-6
     rtol: Any = 1e-3
     dt_min: float = 1e-12
@@ -194,6 +195,7 @@ class SingleIntegratorRun:
             save_states=bool(settings.save_states),
             save_observables=bool(settings.save_observables),
             save_initial=settings.save_every is not None,
+            save_counters=bool(settings.save_counters),
         )
 
     # ----------------------------------------------------------------- update

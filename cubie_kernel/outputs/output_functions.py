@@ -1,7 +1,8 @@
 """Saving a run's state and observables at save times.
 
 The save device function writes one row of the run's outputs:
-``save(state, parameters, t, state_row, observable_row)``. Which outputs
+``save(state, parameters, t, state_row, observable_row)``. (Per-save step
+counters are written by the loop, which owns them.) Which outputs
 exist is a compile-time decision (:class:`OutputFlags`, the kernel's
 ``compile_flags``): a disabled output has zero columns and costs nothing.
 No buffers: observables are evaluated straight into their output row.
@@ -50,6 +51,7 @@ class OutputFlags:
     save_states: bool = True
     save_observables: bool = True
     save_initial: bool = True  # False when save_every is None (final state only)
+    save_counters: bool = False  # cumulative n_steps / n_rejected at every save
 
 
 @attrs.frozen

@@ -216,7 +216,7 @@ def solve_ivp(
     y0: Mapping | None = None,
     parameters: Mapping | None = None,
     duration: float | None = None,
-    method: str = "rk4",
+    method: str = "dormand_prince_54",
     *,
     t0: float = 0.0,
     warmup: float = 0.0,
@@ -226,8 +226,9 @@ def solve_ivp(
     """Build a :class:`Solver` and solve one batch in one call.
 
     ``y0`` and ``parameters`` are dicts of name -> scalar or 1-D array;
-    ``settings`` go to :class:`Solver` (``dt``, ``save_every``,
-    ``target``, ``precision``, ...).
+    ``settings`` go to :class:`Solver` (``rtol``, ``atol``, ``dt`` for
+    fixed-step methods, ``save_every``, ``target``, ``precision``, ...).
+    The default method is Dormand-Prince 5(4), as in scipy's ``solve_ivp``.
     """
     solver = Solver(system, method=method, **settings)
     return solver.solve(y0, parameters, duration, t0=t0, warmup=warmup, grid=grid)

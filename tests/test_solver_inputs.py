@@ -144,7 +144,7 @@ def test_duration_missing(lazy_solver):
     msg = _solve_error(lazy_solver, ValueError, {"x": 1.0})
     assert "duration" in msg
     with pytest.raises(ValueError, match="duration"):
-        solve_ivp(exponential_decay(), {"y": 1.0}, dt=0.1, target=TARGET)
+        solve_ivp(exponential_decay(), {"y": 1.0}, method="rk4", dt=0.1, target=TARGET)
 
 
 @pytest.mark.parametrize("warmup", [-1e-9, -1.0])
@@ -255,7 +255,8 @@ def test_unknown_keyword_setting():
     assert "tolerance" in msg
     with pytest.raises(ValueError, match="bogus_option"):
         solve_ivp(
-            exponential_decay(), {"y": 1.0}, duration=1.0, dt=0.1, target=TARGET, bogus_option=1
+            exponential_decay(), {"y": 1.0}, duration=1.0, method="rk4", dt=0.1, target=TARGET,
+            bogus_option=1,
         )
 
 
@@ -306,7 +307,7 @@ def test_numpy_scalar_settings_are_accepted():
 
 def test_solve_ivp_with_lists_and_precision_name():
     ds = solve_ivp(
-        exponential_decay(), {"y": [1.0, 2.0]}, {"k": [0.5]}, 1.0,
+        exponential_decay(), {"y": [1.0, 2.0]}, {"k": [0.5]}, 1.0, "rk4",
         dt=0.01, save_every=0.5, precision="float32", target=TARGET,
     )
     assert ds["y"].dtype == np.float32
@@ -320,3 +321,12 @@ def test_solve_ivp_with_lists_and_precision_name():
 def test_precision_names_and_types_normalise(precision):
     solver = Solver(exponential_decay(), dt=0.1, precision=precision, target=TARGET)
     assert solver.settings.precision is np.dtype(precision).type
+
+
+def test_solve_ivp_defaults_to_dormand_prince_like_scipy():
+    ds = solve_ivp(exponential_decay(), {"y": 1.0}, {"k": 2.0}, 1.0, rtol=1e-9, atol=1e-12,
+                   target=TARGET)
+    assert ds.attrs["method"] == "dormand_prince_54"
+    np.testing.assert_allclose(ds["y"].values[0, -1], np.exp(-2.0), rtol=1e-7)
+    with pytest.raises(ValueError, match="dt is the fixed step size.*dt0"):
+        solve_ivp(exponential_decay(), {"y": 1.0}, duration=1.0, dt=0.1, target=TARGET)

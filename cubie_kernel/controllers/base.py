@@ -36,10 +36,11 @@ the norm infinite, and a non-finite norm always rejects the step with
 
 Step factor
 -----------
-Each controller computes a factor from the norm (floored at
-:data:`NORM_FLOOR`) and its history, then ``factor = clamp(factor,
-min_factor, max_factor)``; after a rejected step also ``factor <= 1``.
-Finally ``dt_next = min(dt * factor, dt_max)``. The exponents use
+After an accepted step each controller computes a factor from the norm
+(floored at :data:`NORM_FLOOR`) and its history, clamped to
+``[min_factor, max_factor]``. After a rejected step every controller uses
+the elementary factor ``safety * norm**(-1/k)`` clamped to
+``[min_factor, 1]``. Finally ``dt_next = min(dt * factor, dt_max)``. The exponents use
 ``k = error_order + 1``, where ``error_order`` is the order of the embedded
 pair's LOWER-order solution (4 for Dormand-Prince 5(4)), so the local
 error behaves like ``dt ** k``.
@@ -311,11 +312,47 @@ class StepController(CompiledFactory):
         return self.compile_settings.error_order + 1
 
     # ------------------------------------------------------------- building
-    def build_control(self, error_norm, alloc_history):  # pragma: no cover - abstract
+    def build_accepted_factor(self, alloc_history):  # pragma: no cover - abstract
+        """Plain Python ``factor(dt, floored_norm, history) -> float``.
+
+        The raw step factor after an ACCEPTED step (clamped by the caller),
+        updating ``history`` as the controller's rule says.
+        """
         raise NotImplementedError
 
     def build_reset(self, alloc_history):  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def build_control(self, error_norm, alloc_history):
+        """The shared control frame around :meth:`build_accepted_factor`.
+
+        Non-finite norm: reject, ``dt * min_factor``. Rejected step: the
+        elementary factor ``safety * r**(-1/k)`` in ``[min_factor, 1]``
+        (a filter's history of small errors must never keep the size of a
+        step that failed). Accepted step: the controller's own factor in
+        ``[min_factor, max_factor]``. Then ``min(dt * factor, dt_max)``.
+        """
+        s = self.compile_settings
+        backend = targets.get_target(s.target)
+        accepted_factor = backend.device_jit(self.build_accepted_factor(alloc_history))
+        safety, min_factor, max_factor, dt_max = s.safety, s.min_factor, s.max_factor, s.dt_max
+        exp_reject = -1.0 / self.k
+        norm_floor = NORM_FLOOR
+
+        def control(dt, state, proposed, error, shared, persistent):
+            history = alloc_history(shared, persistent)
+            norm = error_norm(state, proposed, error)
+            if not math.isfinite(norm):
+                return False, min(dt * min_factor, dt_max)
+            floored = max(norm, norm_floor)
+            accept = norm <= 1.0
+            if accept:
+                factor = min(max(accepted_factor(dt, floored, history), min_factor), max_factor)
+            else:
+                factor = min(max(safety * floored**exp_reject, min_factor), 1.0)
+            return accept, min(dt * factor, dt_max)
+
+        return control
 
     def build(self):
         s = self.compile_settings

@@ -36,11 +36,10 @@ RADAU5).
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
-from cubie_kernel.controllers.base import NORM_FLOOR, StepController
+from cubie_kernel.controllers.base import StepController
 
 #: Floor of the accepted norm kept for the next prediction (RADAU5's 1e-2).
 HISTORY_NORM_FLOOR = 1e-2
@@ -61,36 +60,24 @@ class GustafssonController(StepController):
                     f"{getattr(settings, gain)!r}; use 'pi' or 'pid' to set gains"
                 )
 
-    def build_control(self, error_norm, alloc_history):
+    def build_accepted_factor(self, alloc_history):
         s = self.compile_settings
         inv_k = 1.0 / float(self.k)
-        safety, min_factor, max_factor = s.safety, s.min_factor, s.max_factor
-        dt_max = s.dt_max
-        norm_floor = NORM_FLOOR
+        safety = s.safety
         history_floor = HISTORY_NORM_FLOOR
 
-        def gustafsson_control(dt, state, proposed, error, shared, persistent):
-            history = alloc_history(shared, persistent)
-            norm = error_norm(state, proposed, error)
-            if not math.isfinite(norm):
-                return False, min(dt * min_factor, dt_max)
-            accept = norm <= 1.0
-            floored = max(norm, norm_floor)
+        def gustafsson_factor(dt, floored, history):
             factor = safety * floored ** (-inv_k)
-            if accept:
-                dt_acc = float(history[0])
-                if dt_acc > 0.0:
-                    ratio = float(history[1]) / floored
-                    predicted = safety * (dt / dt_acc) * ratio**inv_k * floored ** (-inv_k)
-                    factor = min(factor, predicted)
-                history[0] = dt
-                history[1] = max(norm, history_floor)
-            factor = min(max(factor, min_factor), max_factor)
-            if not accept:
-                factor = min(factor, 1.0)
-            return accept, min(dt * factor, dt_max)
+            dt_acc = float(history[0])
+            if dt_acc > 0.0:
+                ratio = float(history[1]) / floored
+                predicted = safety * (dt / dt_acc) * ratio**inv_k * floored ** (-inv_k)
+                factor = min(factor, predicted)
+            history[0] = dt
+            history[1] = max(floored, history_floor)
+            return factor
 
-        return gustafsson_control
+        return gustafsson_factor
 
     def build_reset(self, alloc_history):
         precision = np.dtype(self.compile_settings.precision).type

@@ -66,11 +66,10 @@ References
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
-from cubie_kernel.controllers.base import NORM_FLOOR, StepController
+from cubie_kernel.controllers.base import StepController
 
 
 class PIDController(StepController):
@@ -113,41 +112,24 @@ class PIDController(StepController):
         k = float(self.k)
         return -(kp + ki + kd) / k, (kp + 2.0 * kd) / k, -kd / k
 
-    def build_control(self, error_norm, alloc_history):
+    def build_accepted_factor(self, alloc_history):
         s = self.compile_settings
         exp_now, exp_prev, exp_prev2 = self.exponents
-        exp_reject = -1.0 / self.k
         n_history = self.history_size
-        safety, min_factor, max_factor = s.safety, s.min_factor, s.max_factor
-        dt_max = s.dt_max
-        norm_floor = NORM_FLOOR
+        safety = s.safety
 
-        def pid_control(dt, state, proposed, error, shared, persistent):
-            history = alloc_history(shared, persistent)
-            norm = error_norm(state, proposed, error)
-            if not math.isfinite(norm):
-                return False, min(dt * min_factor, dt_max)
-            accept = norm <= 1.0
-            floored = max(norm, norm_floor)
-            if accept:
-                factor = safety * floored**exp_now
-                if n_history > 0:
-                    factor *= float(history[0]) ** exp_prev
-                if n_history > 1:
-                    factor *= float(history[1]) ** exp_prev2
-                factor = min(max(factor, min_factor), max_factor)
-                if n_history > 1:
-                    history[1] = history[0]
-                if n_history > 0:
-                    history[0] = floored
-            else:
-                # A rejected step shrinks by the elementary rule: the filter's
-                # history of small accepted errors could otherwise outweigh
-                # the failure and leave dt unchanged, rejecting forever.
-                factor = min(max(safety * floored**exp_reject, min_factor), 1.0)
-            return accept, min(dt * factor, dt_max)
+        def pid_factor(dt, floored, history):
+            factor = safety * floored**exp_now
+            if n_history > 0:
+                factor *= float(history[0]) ** exp_prev
+            if n_history > 1:
+                factor *= float(history[1]) ** exp_prev2
+                history[1] = history[0]
+            if n_history > 0:
+                history[0] = floored
+            return factor
 
-        return pid_control
+        return pid_factor
 
     def build_reset(self, alloc_history):
         n_history = self.history_size

@@ -1,0 +1,218 @@
+"""The ``cubie-dist`` command line: run a sweep file, plan it, or show a job script.
+
+::
+
+    cubie-dist run SWEEP.yaml [--cluster CONFIG.yaml] [--output OUT.zarr|OUT.nc] [--no-progress]
+    cubie-dist plan SWEEP.yaml [--cluster CONFIG.yaml]
+    cubie-dist job-script --cluster CONFIG.yaml
+
+Without ``--cluster`` the embedded default cluster is used: one dask worker
+per GPU (dask-cuda) where GPUs are visible, else one cpu worker per core.
+
+Exit status: 0 on success; 2 for a bad file, value or option (one line on
+stderr); 3 when the cluster cannot be started or reached; 1 when the sweep
+itself fails (a chunk that raised after its retries).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import time
+from pathlib import Path
+from typing import Iterator, Sequence
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_CLUSTER = 0, 1, 2, 3
+
+
+class CLIError(Exception):
+    """An error reported as one line with an exit status."""
+
+    def __init__(self, message: str, status: int = EXIT_BAD_INPUT):
+        super().__init__(message)
+        self.status = status
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cubie-dist",
+        description="Run sweeps of ODE runs on every GPU (or CPU) a dask cluster offers.",
+        epilog="Exit status: 0 success, 1 sweep failed, 2 bad input, 3 cluster unreachable.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    cluster_help = (
+        "cluster config YAML (see cluster_configs/); default: the embedded local cluster "
+        "(dask-cuda workers on GPUs, else cpu workers)"
+    )
+    run = commands.add_parser(
+        "run", help="run a sweep file and write the merged Dataset",
+        description="Plan a sweep file, run it on a cluster, write the merged Dataset.",
+    )
+    run.add_argument("sweep_file", metavar="SWEEP.yaml", help="sweep file (see examples/)")
+    run.add_argument("--cluster", metavar="CONFIG.yaml", help=cluster_help)
+    run.add_argument(
+        "--output", metavar="PATH",
+        help="where to write the result: a .zarr store or a .nc file (default: the sweep "
+        "file's 'output' key, else <sweep file name>.zarr next to it)",
+    )
+    run.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+
+    plan = commands.add_parser(
+        "plan", help="show the chunk plan of a sweep file without running it",
+        description="Start (or reach) the cluster, ask its workers for memory, print the plan.",
+    )
+    plan.add_argument("sweep_file", metavar="SWEEP.yaml", help="sweep file (see examples/)")
+    plan.add_argument("--cluster", metavar="CONFIG.yaml", help=cluster_help)
+
+    script = commands.add_parser(
+        "job-script", help="print the batch script a SLURM cluster config would submit",
+        description="Print the job script dask-jobqueue would submit, without submitting it.",
+    )
+    script.add_argument("--cluster", metavar="CONFIG.yaml", required=True,
+                        help="a SLURM cluster config (e.g. cluster_configs/slurm-gpu.yaml)")
+    return parser
+
+
+def _load_job(path: str):
+    from cubie_dist.sweep_file import load_sweep_file
+
+    try:
+        return load_sweep_file(path)
+    except FileNotFoundError:
+        raise CLIError(f"{path}: no such sweep file") from None
+    except (ValueError, TypeError, KeyError) as error:
+        raise CLIError(f"{path}: {error}") from None
+
+
+@contextlib.contextmanager
+def _client(cluster_config: str | None) -> Iterator:
+    """A distributed Client on the configured cluster, or the embedded default."""
+    from distributed import Client
+
+    if cluster_config is None:
+        from cubie_dist.local import local_client
+
+        try:
+            manager = local_client()
+            client = manager.__enter__()
+        except Exception as error:  # noqa: BLE001 - reported as one line
+            raise CLIError(f"cannot start the local cluster: {error}", EXIT_CLUSTER) from None
+        try:
+            yield client
+        finally:
+            manager.__exit__(None, None, None)
+        return
+    from cubie_dist import cluster as clusters
+
+    if not Path(cluster_config).exists():
+        raise CLIError(f"{cluster_config}: no such cluster config")
+    try:
+        config = clusters.load_config(cluster_config)
+    except (ValueError, TypeError, KeyError) as error:
+        raise CLIError(f"{cluster_config}: {error}") from None
+    try:
+        cluster = clusters.from_config(config)
+    except Exception as error:  # noqa: BLE001
+        raise CLIError(f"{cluster_config}: cannot start the cluster: {error}", EXIT_CLUSTER) from None
+    try:
+        with Client(cluster) as client:
+            yield client
+    except OSError as error:
+        raise CLIError(f"{cluster_config}: cannot reach the cluster: {error}", EXIT_CLUSTER) from None
+    finally:
+        cluster.close()
+
+
+def _output_path(job, args) -> str:
+    from cubie_dist.sweep_file import check_output_path
+
+    if args.output:
+        try:
+            return check_output_path(args.output)
+        except ValueError as error:
+            raise CLIError(f"--output: {error}") from None
+    if job.output:
+        return str(Path(args.sweep_file).parent / job.output)
+    return str(Path(args.sweep_file).with_suffix(".zarr"))
+
+
+def write_dataset(ds, path: str) -> None:
+    """Write ``ds`` to a ``.zarr`` store (replaced) or a ``.nc`` file."""
+    if path.endswith(".zarr"):
+        ds.to_zarr(path, mode="w")
+        return
+    try:
+        ds.to_netcdf(path)
+    except ValueError as error:  # no netCDF engine installed
+        raise CLIError(f"cannot write {path}: {error}; write a .zarr store instead") from None
+
+
+def command_run(args) -> int:
+    import cubie_dist as cd
+
+    job = _load_job(args.sweep_file)
+    output = _output_path(job, args)
+    with _client(args.cluster) as client:
+        plan = cd.plan(job.spec, job.sweep, job.duration, client)
+        print(plan)
+        start = time.perf_counter()
+        try:
+            ds = cd.run_sweep(
+                job.spec, job.sweep, client=client, progress=not args.no_progress,
+                **job.run_kwargs(),
+            )
+        except cd.ChunkFailedError as error:
+            raise CLIError(f"sweep failed: {error}", EXIT_FAILED) from None
+        elapsed = time.perf_counter() - start
+    write_dataset(ds, output)
+    status = ds["status"].values
+    failed = int((status != 0).sum())
+    print(
+        f"{status.size} runs in {elapsed:.1f} s on {len(plan)} chunks; "
+        f"{failed} run(s) with a failure status"
+    )
+    print(f"wrote {output}")
+    return EXIT_OK
+
+
+def command_plan(args) -> int:
+    import cubie_dist as cd
+
+    job = _load_job(args.sweep_file)
+    with _client(args.cluster) as client:
+        print(cd.plan(job.spec, job.sweep, job.duration, client))
+    return EXIT_OK
+
+
+def command_job_script(args) -> int:
+    from cubie_dist import cluster as clusters
+
+    if not Path(args.cluster).exists():
+        raise CLIError(f"{args.cluster}: no such cluster config")
+    try:
+        print(clusters.job_script(args.cluster))
+    except (ValueError, TypeError, KeyError) as error:
+        raise CLIError(f"{args.cluster}: {error}") from None
+    return EXIT_OK
+
+
+COMMANDS = {"run": command_run, "plan": command_plan, "job-script": command_job_script}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``cubie-dist``; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except CLIError as error:
+        print(f"cubie-dist: error: {error}", file=sys.stderr)
+        return error.status
+    except KeyboardInterrupt:
+        print("cubie-dist: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,6 +1,6 @@
 # cubie-dist: local virtualenv, demo, tests, benchmarks.
 #
-#   make demo    set up .venv (first time only) and run the Lorenz demo
+#   make demo    set up .venv (first time only) and run the main job: a Lorenz sweep
 #   make test    main suite, then the CUDA-simulator suite in its own process
 #   make bench   every benchmarks/*.py script, one after another
 #   make clean   caches and build leftovers (keeps .venv); distclean drops .venv too
@@ -30,8 +30,10 @@ $(STAMP): pyproject.toml | $(VPY)
 	$(VPY) -m pip install -qq --progress-bar off --disable-pip-version-check -e ".[test]"
 	touch $@
 
+# The main job: a 10,000-run Lorenz sweep on the embedded local cluster (dask-cuda
+# workers on GPUs, else one cpu worker per core), written to examples/lorenz_grid.zarr.
 demo: venv
-	$(VPY) -m cubie_kernel.demo
+	$(VENV)/bin/cubie-dist run examples/lorenz_grid.yaml
 
 # Exit code 5 (no tests collected) is a failure for both runs: make stops on
 # any non-zero exit, and the message says why.

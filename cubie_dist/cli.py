@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -141,7 +142,10 @@ def _output_path(job, args) -> str:
 def write_dataset(ds, path: str) -> None:
     """Write ``ds`` to a ``.zarr`` store (replaced) or a ``.nc`` file."""
     if path.endswith(".zarr"):
-        ds.to_zarr(path, mode="w")
+        with warnings.catch_warnings():
+            # xarray consolidates metadata, which zarr 3 flags as an extension
+            warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+            ds.to_zarr(path, mode="w")
         return
     try:
         ds.to_netcdf(path)

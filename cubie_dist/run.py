@@ -9,7 +9,7 @@ Order of work, so that bad input never reaches a cluster:
    (:func:`cubie_dist.planner.plan`).
 3. Register :class:`~cubie_dist.worker.SolverPlugin` (idempotent: a warm
    worker keeps its compiled solvers), scatter the spec and the sweep ONCE
-   to every worker (``broadcast=True``, deterministic keys), and submit one
+   to every worker (``broadcast=True``), and submit one
    task per chunk that takes their futures, so chunks carry only their run
    range and a few floats.
 4. Assemble results as they complete (:mod:`cubie_dist.merge`).
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import operator
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -161,8 +162,10 @@ def _run(
     the_plan = plan(spec, sweep, duration, workers=workers, **plan_options)
     gpu_resource = any(w.resources.get("GPU") for w in workers)
     client.register_plugin(SolverPlugin())
-    spec_key = f"cubie-spec-{spec.token()[:32]}"
-    sweep_key = f"cubie-sweep-{sweep.token()[:32]}"
+    # fresh keys per call: reusing a key just released races with its release
+    nonce = uuid.uuid4().hex[:12]
+    spec_key = f"cubie-spec-{spec.token()[:16]}-{nonce}"
+    sweep_key = f"cubie-sweep-{sweep.token()[:16]}-{nonce}"
     shared = client.scatter({spec_key: spec, sweep_key: sweep}, broadcast=True, hash=False)
     name = key_name(
         spec.token(),

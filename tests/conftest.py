@@ -12,12 +12,15 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import subprocess
 
 import numpy as np
 import pytest
 
 GPU_SKIP_REASON = "no CUDA GPU visible"
 CUDASIM_SKIP_REASON = "set NUMBA_ENABLE_CUDASIM=1 (make test does)"
+# Set by `make test-slurm`: there a missing SLURM is a failure, not a skip.
+REQUIRE_SLURM_ENV = "CUBIE_REQUIRE_SLURM"
 
 
 def simulator_enabled() -> bool:
@@ -86,6 +89,23 @@ def ptx_skip_reason() -> str | None:
     return None
 
 
+@functools.cache
+def slurm_skip_reason() -> str | None:
+    """None when a local SLURM (.ci/slurm/start.sh) answers, else why not."""
+    if os.geteuid() != 0:
+        return "not root: the local SLURM of .ci/slurm/start.sh runs jobs as root"
+    if shutil.which("sbatch") is None:
+        return "sbatch not found: run .ci/slurm/start.sh (make test-slurm does)"
+    try:
+        subprocess.run(["sinfo", "-h"], capture_output=True, text=True, timeout=15, check=True)
+    except subprocess.CalledProcessError as exc:
+        why = (exc.stderr or exc.stdout).strip().splitlines()[-1:] or [f"exit {exc.returncode}"]
+        return f"SLURM not running (sinfo: {why[0]}): run .ci/slurm/start.sh"
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"SLURM not running (sinfo: {exc}): run .ci/slurm/start.sh"
+    return None
+
+
 def pytest_runtest_setup(item):
     if item.get_closest_marker("gpu") is not None and not real_cuda_gpu_present():
         pytest.skip(GPU_SKIP_REASON)
@@ -94,6 +114,12 @@ def pytest_runtest_setup(item):
     if item.get_closest_marker("ptx") is not None:
         reason = ptx_skip_reason()
         if reason is not None:
+            pytest.skip(reason)
+    if item.get_closest_marker("slurm") is not None:
+        reason = slurm_skip_reason()
+        if reason is not None:
+            if os.environ.get(REQUIRE_SLURM_ENV):
+                pytest.fail(f"{reason} ({REQUIRE_SLURM_ENV} is set)", pytrace=False)
             pytest.skip(reason)
 
 

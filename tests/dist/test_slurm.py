@@ -1,0 +1,145 @@
+"""A real SLURM: dask workers as SLURM jobs, a lost job, GPU generic resources.
+
+Needs the single-node SLURM of ``.ci/slurm/start.sh`` (root, loopback, 8 CPUs,
+2 fake GPUs); ``make test-slurm`` starts it, runs ``pytest -m slurm`` and stops
+it. Without it every test here is skipped with the reason (tests/conftest.py),
+or fails when CUBIE_REQUIRE_SLURM is set, as make test-slurm does.
+
+The profiles are the shipped ones, with overrides for this machine: loopback
+interface, one core and 1 GiB per job, a short walltime, and ``--chdir`` to
+the test's own folder (where the jobs' output lands).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cloudpickle
+import pytest
+from distributed import Client
+
+from cubie_dist.cluster import from_config, job_script
+
+pytestmark = pytest.mark.slurm
+
+# Workers in SLURM jobs cannot import this test module: send its functions by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+CONFIGS = Path(__file__).resolve().parents[2] / "cluster_configs"
+TIMEOUT_S = 60
+
+
+def this_machine(folder: Path, **more) -> dict:
+    """Overrides that fit the profiles onto the local single-node SLURM."""
+    return {
+        "cluster.interface": "lo",
+        "cluster.cores": 1,
+        "cluster.memory": "1GiB",
+        "cluster.walltime": "00:10:00",
+        "cluster.job_extra_directives": [f"--chdir={folder}"],
+        "cluster.log_directory": str(folder / "logs"),
+        "cluster.death_timeout": 30,
+        "cluster.scheduler_options": {"dashboard_address": ":0"},
+        **more,
+    }
+
+
+def squeue_ids() -> set[str]:
+    out = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True)
+    return set(out.stdout.split())
+
+
+def wait_until(predicate, timeout=TIMEOUT_S, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.1)
+
+
+def slurm_job_id():
+    return os.environ.get("SLURM_JOB_ID")
+
+
+def square(x):
+    return x * x
+
+
+def slow_square(x):
+    time.sleep(0.2)
+    return x * x
+
+
+def test_slurm_cpu_workers_are_slurm_jobs(tmp_path):
+    overrides = this_machine(tmp_path, **{"scale.jobs": 2})
+    with from_config(CONFIGS / "slurm-cpu.yaml", **overrides) as cluster, Client(cluster) as client:
+        client.wait_for_workers(2, timeout=TIMEOUT_S)
+        job_ids = {job.job_id for job in cluster.workers.values()}
+        assert len(job_ids) == 2 and None not in job_ids
+        assert job_ids <= squeue_ids()
+        # each worker runs inside its own job
+        assert set(client.run(slurm_job_id).values()) == job_ids
+        futures = client.map(square, range(100))
+        assert client.gather(futures) == [i * i for i in range(100)]
+    wait_until(lambda: not job_ids & squeue_ids(), what="jobs to leave the queue after close")
+
+
+def test_cancelled_job_tasks_rerun_on_the_other_worker(tmp_path):
+    overrides = this_machine(tmp_path, **{"scale.jobs": 2})
+    n = 40
+    with from_config(CONFIGS / "slurm-cpu.yaml", **overrides) as cluster, Client(cluster) as client:
+        client.wait_for_workers(2, timeout=TIMEOUT_S)
+        job_of = client.run(slurm_job_id)  # worker address -> SLURM job id
+        futures = client.map(slow_square, range(n))
+        wait_until(lambda: sum(f.done() for f in futures) >= 4, what="the first results")
+
+        busy = {addr: keys for addr, keys in client.processing().items() if keys}
+        assert len(busy) == 2, f"both workers should hold tasks: {busy}"
+        victim, survivor = sorted(busy)
+        assert not all(f.done() for f in futures)
+        subprocess.run(["scancel", job_of[victim]], check=True)
+
+        assert client.gather(futures) == [i * i for i in range(n)]
+        wait_until(lambda: victim not in client.scheduler_info()["workers"], what="the victim to leave")
+        assert list(client.scheduler_info()["workers"]) == [survivor]
+        assert job_of[victim] not in squeue_ids()
+        # fixed scale: the cancelled job is not replaced
+        assert len(cluster.workers) <= 2 and job_of[survivor] in squeue_ids()
+
+
+def test_gpu_job_sees_its_gpu(tmp_path):
+    one = subprocess.run(
+        ["srun", "-t", "1", "--gres=gpu:1", "printenv", "CUDA_VISIBLE_DEVICES"],
+        capture_output=True, text=True, timeout=TIMEOUT_S, cwd=tmp_path, check=True,
+    )
+    assert one.stdout.strip() in {"0", "1"}
+    two = subprocess.run(
+        ["srun", "-t", "1", "--gres=gpu:2", "printenv", "CUDA_VISIBLE_DEVICES"],
+        capture_output=True, text=True, timeout=TIMEOUT_S, cwd=tmp_path, check=True,
+    )
+    assert two.stdout.strip() == "0,1"
+    # the node has two: three cannot be had
+    three = subprocess.run(
+        ["sbatch", "--test-only", "-t", "1", "--gres=gpu:3", "--wrap", "true"],
+        capture_output=True, text=True, timeout=TIMEOUT_S, cwd=tmp_path,
+    )
+    assert three.returncode != 0
+
+
+def test_slurm_gpu_job_script_is_accepted_by_sbatch(tmp_path):
+    """The GPU profile's directives are valid for a real SLURM (nothing is run)."""
+    script = job_script(CONFIGS / "slurm-gpu.yaml", **this_machine(tmp_path, **{
+        "cluster.job_extra_directives": ["--gres=gpu:2", f"--chdir={tmp_path}"],
+    }))
+    assert "#SBATCH --gres=gpu:2" in script and "--resources GPU=1" in script
+    path = tmp_path / "gpu-job.sh"
+    path.write_text(script)
+    result = subprocess.run(
+        ["sbatch", "--test-only", str(path)], capture_output=True, text=True, timeout=TIMEOUT_S
+    )
+    assert result.returncode == 0, result.stderr
+    assert "to start at" in result.stderr

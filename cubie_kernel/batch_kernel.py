@@ -92,6 +92,10 @@ class BatchSolverKernel(CompiledFactory):
         return self.single_integrator.registry
 
     @property
+    def registry_owner(self):
+        return self.single_integrator
+
+    @property
     def target(self) -> str:
         return self.single_integrator.target
 

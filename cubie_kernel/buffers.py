@@ -81,9 +81,9 @@ class BufferRegistry:
         self._buffers: dict[int, dict[str, Buffer]] = {}
         self._children: dict[int, dict[str, Any]] = {}
         self._location_overrides: dict[int, dict[str, str]] = {}
-        #: Incremented by every change; factories compare it to know when
-        #: a compiled function built against an older layout is stale.
+        #: Incremented by every change, anywhere in the registry.
         self.generation = 0
+        self._stamps: dict[int, int] = {}  # owner key -> generation of its last change
 
     # ------------------------------------------------------------------ writing
     def _key(self, owner) -> int:
@@ -151,7 +151,7 @@ class BufferRegistry:
         buffer = Buffer(name, int(size), location, bool(persistent), aliases)
         if self._buffers[key].get(name) != buffer:
             self._buffers[key][name] = buffer
-            self.generation += 1
+            self._touch(key)
 
     def register_child(self, parent, child, name: str) -> None:
         """Adopt ``child`` under ``parent`` as ``name``.
@@ -168,7 +168,7 @@ class BufferRegistry:
         if self._is_ancestor(child, parent):
             raise ValueError(f"registering child {name!r} would create a cycle")
         self._children[key][name] = child
-        self.generation += 1
+        self._touch(key)
 
     def replace_child(self, parent, name: str, child) -> None:
         """Swap the child registered as ``name`` under ``parent`` for ``child``."""
@@ -177,7 +177,24 @@ class BufferRegistry:
             raise KeyError(f"{name!r} is not a registered child of this parent")
         self._key(child)
         self._children[key][name] = child
+        self._touch(key)
+
+    def _touch(self, key: int) -> None:
         self.generation += 1
+        self._stamps[key] = self.generation
+
+    def version(self, owner) -> tuple:
+        """A value that changes exactly when ``owner``'s subtree changes.
+
+        Factories compare it to know when a compiled function built against
+        an older layout is stale; changes to unrelated owners (another
+        solver stack sharing the registry) leave it alone.
+        """
+        key = id(owner)
+        children = self._children.get(key, {})
+        return (self._stamps.get(key, 0),) + tuple(
+            (name, self.version(child)) for name, child in children.items()
+        )
 
     def _is_ancestor(self, candidate, owner) -> bool:
         stack = [candidate]
@@ -215,7 +232,7 @@ class BufferRegistry:
             self._location_overrides[key][name] = value
             if buffer.location != value:
                 self._buffers[key][name] = attrs.evolve(buffer, location=value)
-                self.generation += 1
+                self._touch(key)
         return recognised
 
     def clear(self, owner) -> None:
@@ -224,7 +241,7 @@ class BufferRegistry:
         if key in self._buffers:
             self._buffers[key] = {}
             self._children[key] = {}
-            self.generation += 1
+            self._touch(key)
 
     # ------------------------------------------------------------------ queries
     def buffers(self, owner) -> dict[str, Buffer]:

@@ -7,7 +7,7 @@ really changed:
 
 - one of its own settings (compared by value; functions by identity);
 - the compiled function of a child factory (read at the point of use);
-- the buffer registry's layout (its ``generation`` counter).
+- the buffer registry's layout of its owner's subtree (``registry.version``).
 
 Components never copy a child's compiled function into their own settings:
 they read ``child.device_function`` inside ``build``, so a rebuilt child is
@@ -117,10 +117,15 @@ class CompiledFactory:
         """The buffer registry whose layout :meth:`build` reads (or None)."""
         return None
 
+    @property
+    def registry_owner(self):
+        """The owner whose subtree's layout :meth:`build` reads (itself by default)."""
+        return self
+
     def _current_fingerprint(self) -> tuple:
         children = tuple(child.device_function for child in self.dependencies())
         registry = self.registry
-        return children, (None if registry is None else registry.generation)
+        return children, (None if registry is None else registry.version(self.registry_owner))
 
     def build(self):  # pragma: no cover - abstract
         raise NotImplementedError

@@ -196,3 +196,16 @@ def test_per_save_counters_are_cumulative_and_chunk_invariant():
     np.testing.assert_array_equal(chunked.x.values, whole.x.values)
     plain = Solver(lorenz(), method="rk45", rtol=1e-6, atol=1e-9, save_every=2.0, target="cpu")
     assert "n_steps_at_save" not in plain.solve(parameters={"rho": rho}, duration=1.0)
+
+
+def test_solvers_sharing_a_registry_do_not_invalidate_each_other():
+    from cubie_kernel import BufferRegistry
+
+    registry = BufferRegistry()
+    first = Solver(lorenz(), method="rk4", dt=0.01, target="cpu", registry=registry)
+    kernel = first.kernel.device_function
+    second = Solver(exponential_decay(), method="rk4", dt=0.01, target="cpu", registry=registry)
+    second.update(state_location="shared")
+    assert first.kernel.device_function is kernel
+    assert second.kernel.shared_memory_elements == 1
+    assert first.kernel.shared_memory_elements == 0

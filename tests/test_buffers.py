@@ -179,3 +179,18 @@ def test_child_errors(registry):
         registry.get_child_allocators(parent, Owner(), "child")
     with pytest.raises(KeyError, match="no buffer 'nope'"):
         registry.get_allocator("nope", parent)
+
+
+def test_versions_track_only_an_owners_subtree(registry):
+    first, first_child, second = Owner(), Owner(), Owner()
+    registry.register("a", first, 2)
+    registry.register_child(first, first_child, "child")
+    registry.register("b", second, 3)
+    before_first, before_second = registry.version(first), registry.version(second)
+    registry.register("c", second, 4)  # another stack changes
+    assert registry.version(first) == before_first
+    assert registry.version(second) != before_second
+    registry.update(first_child, {"nothing_location": "shared"})  # not a buffer: no change
+    assert registry.version(first) == before_first
+    registry.register("d", first_child, 1)  # a change deep in the subtree
+    assert registry.version(first) != before_first

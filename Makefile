@@ -2,6 +2,7 @@
 #
 #   make demo    set up .venv (first time only) and run the main job: a Lorenz sweep
 #   make test    main suite, then the CUDA-simulator suite in its own process
+#   make test-slurm  start a local SLURM (root), run the slurm-marked tests, stop it
 #   make bench   every benchmarks/*.py script, one after another
 #   make clean   caches and build leftovers (keeps .venv); distclean drops .venv too
 #
@@ -16,7 +17,7 @@ PYTEST_ARGS ?=
 # Helper modules in benchmarks/ start with an underscore and are not run.
 BENCHMARKS := $(sort $(filter-out benchmarks/_%,$(wildcard benchmarks/*.py)))
 
-.PHONY: venv demo test test-main test-cudasim bench clean distclean
+.PHONY: venv demo test test-main test-cudasim test-slurm bench clean distclean
 
 venv: $(STAMP)
 
@@ -53,6 +54,21 @@ test-cudasim: venv
 	@echo '== NUMBA_ENABLE_CUDASIM=1 pytest -m cudasim (CUDA simulator)'
 	@NUMBA_ENABLE_CUDASIM=1 $(VPY) -m pytest -m cudasim -q $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo 'make test: no tests collected for -m cudasim (pytest exit 5)' >&2; fi; \
+	exit $$rc
+
+# A real single-node SLURM on loopback (needs root; installs it on first use):
+# .ci/slurm/start.sh, then pytest -m slurm, then ALWAYS .ci/slurm/stop.sh. The
+# exit code is start.sh's if it failed, else pytest's. CUBIE_REQUIRE_SLURM turns
+# "SLURM not running" skips into failures (tests/conftest.py). tests/dist is named
+# explicitly: "dist" is in pytest's default norecursedirs.
+test-slurm: venv
+	@rc=0; .ci/slurm/start.sh || rc=$$?; \
+	if [ $$rc -eq 0 ]; then \
+		echo '== pytest -m slurm (local SLURM)'; \
+		CUBIE_REQUIRE_SLURM=1 $(VPY) -m pytest -m slurm -q -rs tests/dist $(PYTEST_ARGS) || rc=$$?; \
+		if [ $$rc -eq 5 ]; then echo 'make test-slurm: no tests collected for -m slurm (pytest exit 5)' >&2; fi; \
+	fi; \
+	.ci/slurm/stop.sh || { [ $$rc -ne 0 ] || rc=1; }; \
 	exit $$rc
 
 bench: venv

@@ -54,10 +54,21 @@ class ChunkFailedError(RuntimeError):
         self.worker_traceback = worker_traceback
 
 
+_INT32 = np.iinfo(np.int32)
+
+
 def netcdf_attr(value: Any) -> Any:
-    """``value`` in a form netCDF attributes accept (str, number, 1-D array)."""
+    """``value`` in a form netCDF attributes accept (str, number, 1-D array).
+
+    Bools become ints, None ``"none"``, numeric sequences 1-D arrays, other
+    objects their ``str``. Integers outside int32 become floats: netCDF3
+    (the scipy engine) has no 64-bit integer attributes.
+    """
     if isinstance(value, (bool, np.bool_)):
         return int(value)
+    if isinstance(value, (numbers.Integral, np.integer)):
+        value = int(value)
+        return value if _INT32.min <= value <= _INT32.max else float(value)
     if isinstance(value, (str, numbers.Number, np.generic)):
         return value
     if value is None:
@@ -257,9 +268,10 @@ def gather_chunks(
     try:
         top_up()
         for future, result in completed:
-            chunk, _ = in_flight.pop(future.key)
             if future.status != "finished":
+                chunk, _ = in_flight[future.key]  # cancelled below with the rest
                 raise _failure(chunk, n_chunks, future, result, retries)
+            chunk, _ = in_flight.pop(future.key)
             assembler.add(chunk, result)
             progress.update(chunk.n_runs)
             future.release()

@@ -48,6 +48,7 @@ class TextProgress:
         self.chunks = 0
         self._start = time.perf_counter()
         self._drawn_at: float | None = None
+        self._drawn_chunks = 0
 
     def line(self) -> str:
         """The bar's current text."""
@@ -70,15 +71,22 @@ class TextProgress:
         if self._drawn_at is None or now - self._drawn_at >= self.refresh or (
             self.chunks == self.total_chunks
         ):
-            self.stream.write("\r" + self.line())
-            self.stream.flush()
-            self._drawn_at = now
+            self._draw(now)
+
+    def _draw(self, now: float) -> None:
+        self.stream.write("\r" + self.line())
+        self.stream.flush()
+        self._drawn_at = now
+        self._drawn_chunks = self.chunks
 
     def close(self) -> None:
-        """End the line if anything was drawn."""
-        if self._drawn_at is not None:
-            self.stream.write("\r" + self.line() + "\n")
-            self.stream.flush()
+        """Draw the final state and end the line, if the bar was ever shown."""
+        if self._drawn_at is None:
+            return
+        if self._drawn_chunks != self.chunks:
+            self._draw(time.perf_counter())
+        self.stream.write("\n")
+        self.stream.flush()
 
 
 class _TqdmProgress:

@@ -35,7 +35,7 @@ from cubie_dist.planner import WorkerInfo, check_duration, plan, worker_infos
 from cubie_dist.progress import make_progress
 from cubie_dist.spec import SolverSpec
 from cubie_dist.sweep import Sweep
-from cubie_dist.tasks import call_token, key_name, submit_chunk
+from cubie_dist.tasks import call_token, key_name, submit_chunk, task_resources
 from cubie_dist.worker import SolverPlugin
 
 #: Chunks kept in flight per worker thread (at least :data:`MIN_WINDOW` in all).
@@ -160,7 +160,6 @@ def _run(
 ) -> xr.Dataset:
     workers = worker_infos(client)
     the_plan = plan(spec, sweep, duration, workers=workers, **plan_options)
-    gpu_resource = any(w.resources.get("GPU") for w in workers)
     client.register_plugin(SolverPlugin())
     # fresh keys per call: reusing a key just released races with its release
     nonce = uuid.uuid4().hex[:12]
@@ -173,7 +172,7 @@ def _run(
         call_token(spec, sweep, inputs, duration, t0, warmup, the_plan.n_chunks),
     )
     task_args = (inputs, duration, t0, warmup)
-    resources = {"GPU": 1} if gpu_resource else None
+    resources = task_resources(w.resources for w in workers)
 
     def submit(chunk):
         return submit_chunk(

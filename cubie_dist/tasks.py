@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -114,6 +115,23 @@ def call_token(
         sort_keys=True,
     )
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def task_resources(advertised: Iterable[Mapping[str, float]]) -> dict[str, int] | None:
+    """``{"GPU": 1}`` if any worker advertises a ``GPU`` resource, else None.
+
+    Parameters
+    ----------
+    advertised
+        Each worker's resources, e.g. ``WorkerInfo.resources``.
+
+    Notes
+    -----
+    Requested, the resource keeps one chunk per GPU at a time and keeps
+    chunks off workers without one: in a mixed cluster the cpu-only workers
+    get no chunks.
+    """
+    return {"GPU": 1} if any(r.get("GPU") for r in advertised) else None
 
 
 def key_name(spec_token: str, sweep_token: str, call: str) -> str:

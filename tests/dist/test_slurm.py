@@ -6,31 +6,38 @@ it. Without it every test here is skipped with the reason (tests/conftest.py),
 or fails when CUBIE_REQUIRE_SLURM is set, as make test-slurm does.
 
 The profiles are the shipped ones, with overrides for this machine: loopback
-interface, one core and 1 GiB per job, a short walltime, and ``--chdir`` to
-the test's own folder (where the jobs' output lands).
+interface, one core and 1 GiB per job, a short walltime, ``--chdir`` to the
+test's own folder (where the jobs' output lands), and ``tests/`` on the jobs'
+PYTHONPATH so workers can import this module's task functions.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
+import tempfile
 import time
 from pathlib import Path
 
-import cloudpickle
 import pytest
-from distributed import Client
+from distributed import Client, wait
 
 from cubie_dist.cluster import from_config, job_script
 
 pytestmark = pytest.mark.slurm
 
-# Workers in SLURM jobs cannot import this test module: send its functions by value.
-cloudpickle.register_pickle_by_value(sys.modules[__name__])
-
-CONFIGS = Path(__file__).resolve().parents[2] / "cluster_configs"
+TESTS = Path(__file__).resolve().parents[1]
+CONFIGS = TESTS.parent / "cluster_configs"
 TIMEOUT_S = 60
+
+
+@pytest.fixture
+def job_dir(request) -> Path:
+    """The jobs' --chdir and log folder: under the SLURM scratch dir, not pytest's
+    tmp_path, which a concurrent pytest session may prune while the jobs run."""
+    root = Path(os.environ.get("CUBIE_SLURM_DIR", "/tmp/cubie-slurm")) / "jobs"
+    root.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{request.node.name[:40]}-", dir=root))
 
 
 def this_machine(folder: Path, **more) -> dict:
@@ -44,6 +51,8 @@ def this_machine(folder: Path, **more) -> dict:
         "cluster.log_directory": str(folder / "logs"),
         "cluster.death_timeout": 30,
         "cluster.scheduler_options": {"dashboard_address": ":0"},
+        # tasks are this module's functions, pickled by reference (dist.test_slurm)
+        "cluster.job_script_prologue": [f"export PYTHONPATH={TESTS}"],
         **more,
     }
 
@@ -70,12 +79,12 @@ def square(x):
 
 
 def slow_square(x):
-    time.sleep(0.2)
+    time.sleep(0.1)
     return x * x
 
 
-def test_slurm_cpu_workers_are_slurm_jobs(tmp_path):
-    overrides = this_machine(tmp_path, **{"scale.jobs": 2})
+def test_slurm_cpu_workers_are_slurm_jobs(job_dir):
+    overrides = this_machine(job_dir, **{"scale.jobs": 2})
     with from_config(CONFIGS / "slurm-cpu.yaml", **overrides) as cluster, Client(cluster) as client:
         client.wait_for_workers(2, timeout=TIMEOUT_S)
         job_ids = {job.job_id for job in cluster.workers.values()}
@@ -84,13 +93,14 @@ def test_slurm_cpu_workers_are_slurm_jobs(tmp_path):
         # each worker runs inside its own job
         assert set(client.run(slurm_job_id).values()) == job_ids
         futures = client.map(square, range(100))
+        wait(futures, timeout=TIMEOUT_S)
         assert client.gather(futures) == [i * i for i in range(100)]
     wait_until(lambda: not job_ids & squeue_ids(), what="jobs to leave the queue after close")
 
 
-def test_cancelled_job_tasks_rerun_on_the_other_worker(tmp_path):
-    overrides = this_machine(tmp_path, **{"scale.jobs": 2})
-    n = 40
+def test_cancelled_job_tasks_rerun_on_the_other_worker(job_dir):
+    overrides = this_machine(job_dir, **{"scale.jobs": 2})
+    n = 30
     with from_config(CONFIGS / "slurm-cpu.yaml", **overrides) as cluster, Client(cluster) as client:
         client.wait_for_workers(2, timeout=TIMEOUT_S)
         job_of = client.run(slurm_job_id)  # worker address -> SLURM job id
@@ -103,43 +113,62 @@ def test_cancelled_job_tasks_rerun_on_the_other_worker(tmp_path):
         assert not all(f.done() for f in futures)
         subprocess.run(["scancel", job_of[victim]], check=True)
 
+        wait(futures, timeout=TIMEOUT_S)
         assert client.gather(futures) == [i * i for i in range(n)]
         wait_until(lambda: victim not in client.scheduler_info()["workers"], what="the victim to leave")
         assert list(client.scheduler_info()["workers"]) == [survivor]
+        # every result, the victim's included, now lives on (was re-run by) the survivor
+        assert all(list(holders) == [survivor] for holders in client.who_has(futures).values())
         assert job_of[victim] not in squeue_ids()
         # fixed scale: the cancelled job is not replaced
         assert len(cluster.workers) <= 2 and job_of[survivor] in squeue_ids()
 
 
-def test_gpu_job_sees_its_gpu(tmp_path):
+def test_gpu_job_sees_its_gpu(job_dir):
     one = subprocess.run(
         ["srun", "-t", "1", "--gres=gpu:1", "printenv", "CUDA_VISIBLE_DEVICES"],
-        capture_output=True, text=True, timeout=TIMEOUT_S, cwd=tmp_path, check=True,
+        capture_output=True, text=True, timeout=TIMEOUT_S, cwd=job_dir, check=True,
     )
     assert one.stdout.strip() in {"0", "1"}
     two = subprocess.run(
         ["srun", "-t", "1", "--gres=gpu:2", "printenv", "CUDA_VISIBLE_DEVICES"],
-        capture_output=True, text=True, timeout=TIMEOUT_S, cwd=tmp_path, check=True,
+        capture_output=True, text=True, timeout=TIMEOUT_S, cwd=job_dir, check=True,
     )
     assert two.stdout.strip() == "0,1"
     # the node has two: three cannot be had
     three = subprocess.run(
         ["sbatch", "--test-only", "-t", "1", "--gres=gpu:3", "--wrap", "true"],
-        capture_output=True, text=True, timeout=TIMEOUT_S, cwd=tmp_path,
+        capture_output=True, text=True, timeout=TIMEOUT_S, cwd=job_dir,
     )
     assert three.returncode != 0
 
 
-def test_slurm_gpu_job_script_is_accepted_by_sbatch(tmp_path):
+def test_slurm_gpu_job_script_is_accepted_by_sbatch(job_dir):
     """The GPU profile's directives are valid for a real SLURM (nothing is run)."""
-    script = job_script(CONFIGS / "slurm-gpu.yaml", **this_machine(tmp_path, **{
-        "cluster.job_extra_directives": ["--gres=gpu:2", f"--chdir={tmp_path}"],
+    script = job_script(CONFIGS / "slurm-gpu.yaml", **this_machine(job_dir, **{
+        "cluster.job_extra_directives": ["--gres=gpu:2", f"--chdir={job_dir}"],
+        "cluster.cores": 2,  # one per GPU worker
     }))
     assert "#SBATCH --gres=gpu:2" in script and "--resources GPU=1" in script
-    path = tmp_path / "gpu-job.sh"
+    assert "-m dask_cuda.cli" in script
+    path = job_dir / "gpu-job.sh"
     path.write_text(script)
     result = subprocess.run(
         ["sbatch", "--test-only", str(path)], capture_output=True, text=True, timeout=TIMEOUT_S
     )
     assert result.returncode == 0, result.stderr
     assert "to start at" in result.stderr
+
+
+def test_temporary_tls_reaches_workers_in_jobs(job_dir):
+    pytest.importorskip("cryptography", reason="security.temporary needs 'cryptography'")
+    overrides = this_machine(job_dir, **{
+        "scale.jobs": 1,
+        "security.temporary": True,
+        "cluster.shared_temp_directory": str(job_dir),  # where the jobs read the certificates
+    })
+    with from_config(CONFIGS / "slurm-cpu.yaml", **overrides) as cluster, Client(cluster) as client:
+        assert cluster.scheduler_address.startswith("tls://")
+        client.wait_for_workers(1, timeout=TIMEOUT_S)
+        assert all(a.startswith("tls://") for a in client.scheduler_info()["workers"])
+        assert client.submit(square, 12).result(timeout=TIMEOUT_S) == 144

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import numpy as np
@@ -11,7 +12,8 @@ from distributed.utils_test import gen_cluster
 
 import cubie_dist as cd
 import cubie_kernel
-from cubie_dist.tasks import run_chunk
+from cubie_dist.plan import plan_chunks
+from cubie_dist.tasks import call_token, key_name, run_chunk, submit_chunk, task_resources
 from cubie_dist.worker import PLUGIN_NAME, SolverPlugin
 from cubie_kernel.systems import exponential_decay, lorenz
 
@@ -162,3 +164,36 @@ def test_spec_and_sweep_travel_once_per_worker_not_per_chunk(client, spec):
     assert ds.attrs["plan_n_chunks"] == 12
     # scattered to every worker once (broadcast), then reused by every chunk
     assert counts == {address: {"spec": 1, "sweep": 1} for address in counts}
+
+
+# ------------------------------------------------------------- task attributes
+def test_gpu_resource_only_where_workers_advertise_it():
+    assert task_resources([{}, {"GPU": 1}]) == {"GPU": 1}
+    assert task_resources([{}, {"memory": 4}]) is None
+    assert task_resources([]) is None
+
+
+@gen_cluster(client=True, nthreads=[])
+async def test_chunk_tasks_carry_key_retries_resources_and_futures(c, s):
+    spec = decay_spec(0.1)
+    sweep = cd.Sweep.zip(k=np.linspace(0.5, 2.0, 20))
+    inputs = cd_inputs(spec, sweep)
+    chunk = plan_chunks(20, 1, [100], max_chunk_runs=5)[2]
+    futures = await c.scatter({"spec-key": spec, "sweep-key": sweep})
+    name = key_name(spec.token(), sweep.token(), call_token(spec, sweep, inputs, 1.0, 0, 0, 4))
+    future = submit_chunk(c, chunk, futures["spec-key"], futures["sweep-key"], name,
+                          (inputs, 1.0, 0.0, 0.0), retries=2, resources={"GPU": 1})
+    while future.key not in s.tasks:
+        await asyncio.sleep(0.01)
+    task = s.tasks[future.key]
+    assert future.key == (name, chunk.index)
+    assert name.startswith(f"cubie-chunk-{spec.token()[:16]}-{sweep.token()[:16]}-")
+    assert task.retries == 2 and task.resource_restrictions == {"GPU": 1}
+    # the spec and sweep are dependencies (scattered data), not task arguments
+    assert {dep.key for dep in task.dependencies} == {"spec-key", "sweep-key"}
+    # same work, same key
+    again = key_name(spec.token(), sweep.token(), call_token(spec, sweep, inputs, 1.0, 0, 0, 4))
+    assert again == name
+    assert key_name(spec.token(), sweep.token(),
+                    call_token(spec, sweep, inputs, 2.0, 0, 0, 4)) != name
+    await c.cancel([future])

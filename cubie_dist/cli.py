@@ -119,11 +119,36 @@ def _client(cluster_config: str | None) -> Iterator:
         raise CLIError(f"{cluster_config}: cannot start the cluster: {error}", EXIT_CLUSTER) from None
     try:
         with Client(cluster) as client:
+            _wait_for_workers(client, config, cluster_config)
             yield client
     except OSError as error:
         raise CLIError(f"{cluster_config}: cannot reach the cluster: {error}", EXIT_CLUSTER) from None
     finally:
         cluster.close()
+
+
+#: Seconds to wait for batch-scheduled workers (SLURM jobs) to join.
+WORKER_WAIT_S = 600
+
+
+def _wait_for_workers(client, config, source: str) -> None:
+    """Batch-scheduled clusters only submit jobs: wait until workers join.
+
+    Waits for the configured fixed scale (jobs x worker processes per job),
+    or one worker for an adaptive cluster.
+    """
+    if config.kind != "slurm":
+        return
+    jobs = config.scale.get("jobs") or 1
+    processes = config.cluster.get("processes") or 1
+    expected = jobs * processes if config.scale.get("jobs") else 1
+    try:
+        client.wait_for_workers(expected, timeout=WORKER_WAIT_S)
+    except TimeoutError:
+        raise CLIError(
+            f"{source}: no {expected} worker(s) joined within {WORKER_WAIT_S} s "
+            "(are the jobs queued? see squeue)", EXIT_CLUSTER,
+        ) from None
 
 
 def _output_path(job, args) -> str:

@@ -172,3 +172,92 @@ def test_temporary_tls_reaches_workers_in_jobs(job_dir):
         client.wait_for_workers(1, timeout=TIMEOUT_S)
         assert all(a.startswith("tls://") for a in client.scheduler_info()["workers"])
         assert client.submit(square, 12).result(timeout=TIMEOUT_S) == 144
+
+
+# --------------------------------------------------------------- sweeps on SLURM
+import sys  # noqa: E402
+import threading  # noqa: E402
+
+import numpy as np  # noqa: E402
+import xarray as xr  # noqa: E402
+import yaml  # noqa: E402
+
+import cubie_dist as cd  # noqa: E402
+from cubie_dist.cluster import load_config  # noqa: E402
+from cubie_kernel import Solver  # noqa: E402
+from cubie_kernel.systems import lorenz  # noqa: E402
+
+SWEEP_SETTINGS = {"method": "rk4", "dt": 1e-3, "save_every": None}
+
+
+def direct_lorenz(rho, sigma, duration):
+    """The same runs solved in this process: the reference, value for value."""
+    solver = Solver(lorenz(), target="cpu", **SWEEP_SETTINGS)
+    return solver.solve(parameters={"rho": rho, "sigma": sigma}, duration=duration, grid="verbatim")
+
+
+def test_cli_run_on_slurm_equals_the_direct_solve(job_dir):
+    """`cubie-dist run SWEEP.yaml --cluster <slurm config>`: workers are SLURM jobs."""
+    cluster_file = job_dir / "slurm.yaml"
+    config = load_config(CONFIGS / "slurm-cpu.yaml", **this_machine(job_dir, **{"scale.jobs": 2}))
+    cluster_file.write_text(yaml.safe_dump(config.to_dict()))
+    sweep_file = job_dir / "sweep.yaml"
+    sweep_file.write_text(yaml.safe_dump({
+        "system": {"example": "lorenz"},
+        "solver": SWEEP_SETTINGS,
+        "sweep": {"kind": "grid", "axes": {"rho": {"linspace": [0.0, 30.0, 60]}, "sigma": [8.0, 12.0]}},
+        "duration": 0.5,
+    }))
+    output = job_dir / "out.zarr"
+    done = subprocess.run(
+        [sys.executable, "-m", "cubie_dist.cli", "run", str(sweep_file), "--cluster",
+         str(cluster_file), "--output", str(output), "--no-progress"],
+        capture_output=True, text=True, timeout=600, cwd=job_dir,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"wrote {output}" in done.stdout
+    ds = xr.open_zarr(output)
+    assert dict(ds.sizes) == {"rho": 60, "sigma": 2, "time": 1}
+    rho, sigma = np.meshgrid(np.linspace(0.0, 30.0, 60), [8.0, 12.0], indexing="ij")
+    reference = direct_lorenz(rho.ravel(), sigma.ravel(), 0.5)
+    for name in ("x", "y", "z"):
+        np.testing.assert_array_equal(ds[name].values.reshape(120, 1), reference[name].values)
+
+
+def test_sweep_survives_a_cancelled_worker_job(job_dir):
+    """scancel one worker's job mid-sweep: its chunks re-run, the result is complete."""
+    rho = np.linspace(0.0, 30.0, 4000)
+    sigma = np.full_like(rho, 10.0)
+    spec = cd.SolverSpec(lorenz(), **SWEEP_SETTINGS)
+    sweep = cd.Sweep.zip(rho=rho, sigma=sigma)
+    duration = 20.0  # 20,000 steps: ~0.2 s per chunk of 100 runs on one core
+    overrides = this_machine(job_dir, **{"scale.jobs": 2})
+    with from_config(CONFIGS / "slurm-cpu.yaml", **overrides) as cluster, Client(cluster) as client:
+        client.wait_for_workers(2, timeout=TIMEOUT_S)
+        job_of = client.run(slurm_job_id)
+        result = {}
+
+        def run():
+            result["ds"] = cd.run_sweep(
+                spec, sweep, duration, client=client, progress=False, max_chunk_runs=100
+            )
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        # both workers compiled and busy: the sweep is under way on both
+        wait_until(
+            lambda: all(cd.worker_compile_counts(client).get(a, 0) == 1 for a in job_of)
+            and sum(1 for keys in client.processing().values() if keys) == 2,
+            timeout=300, what="both workers to run chunks",
+        )
+        victim = sorted(job_of)[0]
+        subprocess.run(["scancel", job_of[victim]], check=True)
+        thread.join(timeout=600)
+        assert not thread.is_alive(), "the sweep did not finish after a worker was lost"
+        wait_until(lambda: victim not in client.scheduler_info()["workers"], what="the victim to leave")
+    ds = result["ds"]
+    reference = direct_lorenz(rho, sigma, duration)
+    assert ds.sizes["run"] == rho.size
+    for name in ("x", "y", "z"):
+        np.testing.assert_array_equal(ds[name].values, reference[name].values)
+    np.testing.assert_array_equal(ds["status"].values, 0)

@@ -21,9 +21,15 @@ JIT_OPTIONS = {"error_model": "numpy", "cache": False}
 LANES_PER_THREAD = 4
 
 
-def device_jit(fn):
-    """Compile a plain-Python device function for the cpu target."""
-    return numba.njit(**JIT_OPTIONS)(fn)
+def device_jit(fn, inline: bool = False):
+    """Compile a plain-Python device function for the cpu target.
+
+    ``inline=True`` inlines it into its callers at the Numba IR level: for
+    small functions on the hot path (allocators, the system's right-hand
+    side), where a call through numba's calling convention costs more than
+    the work; big ones stay calls, which keeps compile times down.
+    """
+    return numba.njit(inline="always" if inline else "never", **JIT_OPTIONS)(fn)
 
 
 def allocator(region: str, offset: int, size: int, precision):
@@ -46,7 +52,7 @@ def allocator(region: str, offset: int, size: int, precision):
 
     else:
         raise ValueError(f"the cpu target has no {region!r} region")
-    return device_jit(allocate)
+    return device_jit(allocate, inline=True)
 
 
 def build_batch_kernel(loop_fn, shared_elements: int, persistent_elements: int, precision):

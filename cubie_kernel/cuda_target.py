@@ -20,8 +20,12 @@ from numba import cuda
 DEFAULT_MAX_SHARED_PER_BLOCK = 48 * 1024
 
 
-def device_jit(fn):
-    """Compile a plain-Python device function for the cuda target."""
+def device_jit(fn, inline: bool = False):
+    """Compile a plain-Python device function for the cuda target.
+
+    ``inline`` is accepted for symmetry with the cpu target; NVVM inlines
+    device functions by itself.
+    """
     return cuda.jit(device=True)(fn)
 
 

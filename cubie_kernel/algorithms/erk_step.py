@@ -5,6 +5,17 @@ to the device function as precision-cast closure constants (homogeneous
 tuples, indexable on every target), with ``n_stages`` and ``n_states`` as
 compile-time loop bounds the compiler unrolls.
 
+Each coefficient is rounded to the precision on its own. For tableaus with
+large coefficients of both signs (Verner 6(5) has |b_i| ~ 170) the rounded
+weights no longer satisfy the order conditions to round-off, which leaves an
+error floor far above it. Where that defect
+(:meth:`ButcherTableau.rounding_defect`) exceeds
+:data:`ROUNDING_DEFECT_LIMIT` eps, sums are formed relative to the first
+stage, ``y + h (k_0 + sum_i b_i (k_i - k_0))`` (exact, as ``sum b = 1``,
+``sum_j a_ij = c_i``, ``sum e = 0``), so rounded coefficients only multiply
+O(h) stage differences; elsewhere the plain sums are ~25% faster. Zero
+coefficients are skipped at compile time either way.
+
 Buffers (registered under the step, sizes in elements)
 ------------------------------------------------------
 ``stages``
@@ -24,6 +35,10 @@ from cubie_kernel import targets
 from cubie_kernel.algorithms.tableau import ButcherTableau
 from cubie_kernel.factory import CompiledFactory
 from cubie_kernel.systems import ODESystem
+
+
+#: Rounding defect (in eps) above which stage sums are formed relative to k_0.
+ROUNDING_DEFECT_LIMIT = 8.0
 
 
 @attrs.frozen
@@ -90,7 +105,7 @@ class ERKStep(CompiledFactory):
         backend = targets.get_target(s.target)
         precision = np.dtype(s.precision).type
         dxdt_py, _ = s.system.python_functions(precision)
-        dxdt = backend.device_jit(dxdt_py)
+        dxdt = backend.device_jit(dxdt_py, inline=True)
         alloc_stages = self._registry.get_allocator("stages", self, s.target, precision)
         alloc_stage_state = self._registry.get_allocator(
             "stage_state", self, s.target, precision
@@ -101,6 +116,7 @@ class ERKStep(CompiledFactory):
         a, b, c, e = cast.a, cast.b, cast.c, cast.b_error
         adaptive = cast.adaptive
         fsal = cast.fsal
+        relative = s.tableau.rounding_defect(precision) > ROUNDING_DEFECT_LIMIT
         last = (n_stages - 1) * n_states
         zero = precision(0.0)
 
@@ -117,8 +133,15 @@ class ERKStep(CompiledFactory):
                     continue
                 for k in range(n_states):
                     increment = zero
-                    for j in range(i):
-                        increment += a[i * n_stages + j] * stages[j * n_states + k]
+                    if relative:
+                        first = stages[k]
+                        increment = c[i] * first
+                    for j in range(1 if relative else 0, i):
+                        coefficient = a[i * n_stages + j]
+                        if relative:
+                            increment += coefficient * (stages[j * n_states + k] - first)
+                        else:
+                            increment += coefficient * stages[j * n_states + k]
                     stage_state[k] = state[k] + h * increment
                 t_stage = precision(t + c[i] * dt)
                 dxdt(
@@ -130,13 +153,19 @@ class ERKStep(CompiledFactory):
             for k in range(n_states):
                 solution = zero
                 estimate = zero
-                for i in range(n_stages):
-                    solution += b[i] * stages[i * n_states + k]
+                if relative:
+                    first = stages[k]
+                    solution = first  # sum_i b_i = 1, sum_i e_i = 0
+                for i in range(1 if relative else 0, n_stages):
+                    stage = stages[i * n_states + k]
+                    if relative:
+                        stage = stage - first
+                    solution += b[i] * stage
                     if adaptive:
-                        estimate += e[i] * stages[i * n_states + k]
+                        estimate += e[i] * stage
                 proposed[k] = state[k] + h * solution
                 if adaptive:
                     error[k] = h * estimate
             return 0
 
-        return backend.device_jit(erk_step)
+        return backend.device_jit(erk_step, inline=True)

@@ -9,7 +9,7 @@ calls once at the start of each run. Error history is one persistent
 
 ========================  ==================================================
 ``"fixed"``               accept every step, keep ``dt`` (not adaptive)
-``"i"``                   elementary controller, ``safety * r**(-1/k)``
+``"i"``                   elementary controller, ``safety * r**(-1/k)`` (default)
 ``"pi"``                  PID with ``kd = 0``; default gains PI.3.4
 ``"pid"``                 PID; default gains H312PID
 ``"gustafsson"``          Gustafsson's predictive controller (RADAU5)
@@ -39,7 +39,7 @@ CONTROLLERS: dict[str, type[StepController]] = {
 CONTROLLER_NAMES: tuple[str, ...] = ("fixed", "i", "pi", "pid", "gustafsson")
 
 #: Adaptive methods get this controller unless the user picks one.
-DEFAULT_ADAPTIVE_CONTROLLER = "pi"
+DEFAULT_ADAPTIVE_CONTROLLER = "i"
 
 
 def make_controller(name: str, settings: ControllerSettings, registry) -> StepController:
@@ -62,13 +62,15 @@ def make_controller(name: str, settings: ControllerSettings, registry) -> StepCo
 
 
 def default_controller_for(tableau) -> str:
-    """``"fixed"`` for a tableau without an embedded pair, else ``"pi"``.
+    """``"fixed"`` for a tableau without an embedded pair, else ``"i"``.
 
-    PI control (Gustafsson's PI.3.4) was designed for explicit Runge-Kutta
-    pairs: for the same work it gives a smoother step-size sequence and
-    fewer rejections than the elementary controller where the step size is
-    limited by stability rather than accuracy (Hairer & Wanner II, Sect.
-    IV.2), and it costs one history element per run.
+    The elementary controller is scipy's and MATLAB's rule for explicit
+    pairs: with it Dormand-Prince takes exactly the steps of
+    ``scipy.integrate.solve_ivp(method="RK45")`` (tested), which users can
+    check against, and on nonstiff problems it attempts fewer steps than
+    PI.3.4 (Lorenz, rtol 1e-6: 363 vs 420 per run), which rejects less but
+    grows the step more cautiously. Choose ``"pi"`` where steps are limited
+    by stability rather than accuracy (Hairer & Wanner II, Sect. IV.2).
     """
     return DEFAULT_ADAPTIVE_CONTROLLER if tableau.adaptive else "fixed"
 

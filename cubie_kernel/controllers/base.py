@@ -250,7 +250,7 @@ def build_error_norm(settings: ControllerSettings):
             total += ratio * ratio
         return math.sqrt(total * inv_n)
 
-    return backend.device_jit(error_norm)
+    return backend.device_jit(error_norm, inline=True)
 
 
 # ------------------------------------------------------------------ factory
@@ -334,7 +334,7 @@ class StepController(CompiledFactory):
         """
         s = self.compile_settings
         backend = targets.get_target(s.target)
-        accepted_factor = backend.device_jit(self.build_accepted_factor(alloc_history))
+        accepted_factor = backend.device_jit(self.build_accepted_factor(alloc_history), inline=True)
         safety, min_factor, max_factor, dt_max = s.safety, s.min_factor, s.max_factor, s.dt_max
         exp_reject = -1.0 / self.k
         norm_floor = NORM_FLOOR

@@ -171,6 +171,8 @@ class IVPLoop(CompiledFactory):
             """Step from t to t_end (landing on it); returns (t, h, status, first_stage)."""
             status = 0
             after_reject = False
+            accepted = counters[0]  # counted in registers, stored on return
+            rejected = counters[1]
             while True:
                 remaining = t_end - t
                 if adaptive:
@@ -190,23 +192,29 @@ class IVPLoop(CompiledFactory):
                     after_reject = False
                     for k in range(n_states):
                         state[k] = proposed[k]
-                    counters[0] += 1
+                    accepted += 1
                     if fsal:
                         first_stage = 1
                     if last:
+                        counters[0] = accepted
+                        counters[1] = rejected
                         return t_end, max(h, h_next), status, first_stage
                     t = t + h_try
                 else:
                     after_reject = True
-                    counters[1] += 1
+                    rejected += 1
                     if fsal:
                         first_stage = 2
                 h = h_next
                 if adaptive:
                     if h < dt_min or t + h == t:
-                        return t, h, status | too_small, first_stage
-                    if counters[0] + counters[1] >= max_steps:
-                        return t, h, status | too_many, first_stage
+                        status |= too_small
+                    elif accepted + rejected >= max_steps:
+                        status |= too_many
+                    if status != 0:
+                        counters[0] = accepted
+                        counters[1] = rejected
+                        return t, h, status, first_stage
 
         advance = backend.device_jit(advance)
 

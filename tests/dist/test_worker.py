@@ -17,6 +17,9 @@ from cubie_dist.tasks import call_token, key_name, run_chunk, submit_chunk, task
 from cubie_dist.worker import PLUGIN_NAME, SolverPlugin
 from cubie_kernel.systems import exponential_decay, lorenz
 
+#: gen_cluster must not count this module's LocalCluster processes as leaks.
+NO_PROCESS_CHECK = {"processes": False}
+
 
 @pytest.fixture(scope="module")
 def client():
@@ -72,7 +75,7 @@ def test_cache_is_lru_keyed_by_token_and_target():
     assert plugin.cached_keys == []
 
 
-@gen_cluster(client=True, nthreads=[])
+@gen_cluster(client=True, nthreads=[], clean_kwargs=NO_PROCESS_CHECK)
 async def test_plugin_setup_and_teardown_on_a_worker(c, s):
     await c.register_plugin(SolverPlugin(cache_size=2))
     async with Worker(s.address, nthreads=1) as worker:
@@ -173,8 +176,8 @@ def test_gpu_resource_only_where_workers_advertise_it():
     assert task_resources([]) is None
 
 
-@gen_cluster(client=True, nthreads=[])
-async def test_chunk_tasks_carry_key_retries_resources_and_futures(c, s):
+@gen_cluster(client=True, nthreads=[("127.0.0.1", 1)], clean_kwargs=NO_PROCESS_CHECK)
+async def test_chunk_tasks_carry_key_retries_resources_and_futures(c, s, a):
     spec = decay_spec(0.1)
     sweep = cd.Sweep.zip(k=np.linspace(0.5, 2.0, 20))
     inputs = cd_inputs(spec, sweep)
@@ -189,6 +192,7 @@ async def test_chunk_tasks_carry_key_retries_resources_and_futures(c, s):
     assert future.key == (name, chunk.index)
     assert name.startswith(f"cubie-chunk-{spec.token()[:16]}-{sweep.token()[:16]}-")
     assert task.retries == 2 and task.resource_restrictions == {"GPU": 1}
+    assert task.state == "no-worker"  # the only worker advertises no GPU
     # the spec and sweep are dependencies (scattered data), not task arguments
     assert {dep.key for dep in task.dependencies} == {"spec-key", "sweep-key"}
     # same work, same key

@@ -3,8 +3,8 @@
 Setup: Lorenz (sigma 10, beta 8/3, u0 = (1, 0, 0)), rho = linspace(0, 50, N),
 N = 10,000 runs, t in [0, 10], float64, method "rk45" (Dormand-Prince 5(4),
 FSAL), rtol 1e-6, atol 1e-9, cpu target, final state only (save_every=None).
-cubie_kernel runs with its default elementary "i" controller (scipy's rules)
-and, for comparison, with Gustafsson's PI.3.4 ("pi"). The peer is scipy's
+cubie_kernel runs with its default PI controller (Gustafsson's PI.3.4) and,
+separately, with the elementary "i" controller (scipy's rules). The peer is scipy's
 ``solve_ivp(method="RK45")`` with the same tolerances, one run at a time, on
 a sample of 40 evenly spaced runs of the same sweep (scipy needs ~10 ms per
 run: the whole sweep would take minutes); its runs/s is extrapolated from

@@ -42,7 +42,7 @@ class Solver:
         Buffer registry of this solver stack; a fresh one by default.
     **settings
         Step control: ``controller`` (``"fixed"``, ``"i"``, ``"pi"``,
-        ``"pid"``, ``"gustafsson"``; default: ``"i"`` for adaptive methods),
+        ``"pid"``, ``"gustafsson"``; default: ``"pi"`` for adaptive methods),
         ``atol``, ``rtol`` (scalar or one per state; scipy's defaults 1e-6
         and 1e-3), ``dt0`` (first step; estimated per run when None),
         ``dt_min``, ``dt_max``, ``max_steps`` (attempted steps per run),

@@ -363,7 +363,7 @@ def sweep_result(method: str):
 def test_error_falls_with_tolerance_and_stays_near_it(method):
     tolerances, errors, ds = sweep_result(method)
     np.testing.assert_array_equal(ds["status"].values, 0)
-    assert ds.attrs["controller"] == "i"  # the default for embedded pairs
+    assert ds.attrs["controller"] == "pi"  # the default for embedded pairs
     ratio = errors / tolerances
     assert np.all(ratio <= SWEEP_C_MAX), f"error / tolerance = {ratio}"
     assert np.all(ratio >= SWEEP_C_MIN), f"error / tolerance = {ratio}"

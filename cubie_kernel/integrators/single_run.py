@@ -55,7 +55,7 @@ class IntegratorSettings:
     """Everything that decides one run's compiled code.
 
     ``controller`` None picks the method's default (``"fixed"`` for
-    tableaus without an error estimate, else ``"i"``). Fixed stepping
+    tableaus without an error estimate, else ``"pi"``). Fixed stepping
     needs ``dt``; adaptive stepping starts from ``dt0`` (None: estimated
     per run). Tolerances and controller tuning are documented in
     :class:`cubie_kernel.controllers.ControllerSettings`.

@@ -131,8 +131,8 @@ def test_attrs_record_spec_sweep_and_plan(client, spec, tmp_path):
         assert ok and not isinstance(value, bool), (key, value)
     # netCDF3 (scipy) for the attrs, a zarr round trip for the whole Dataset
     xr.Dataset(attrs=attrs).to_netcdf(tmp_path / "attrs.nc", engine="scipy")
-    ds.to_zarr(tmp_path / "sweep.zarr")
-    back = xr.open_zarr(tmp_path / "sweep.zarr").load()
+    ds.to_zarr(tmp_path / "sweep.zarr", consolidated=False)
+    back = xr.open_zarr(tmp_path / "sweep.zarr", consolidated=False).load()
     np.testing.assert_array_equal(back["x"].values, ds["x"].values)
     assert back.attrs["sweep"] == attrs["sweep"]
 

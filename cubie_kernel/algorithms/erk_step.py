@@ -133,15 +133,14 @@ class ERKStep(CompiledFactory):
                     continue
                 for k in range(n_states):
                     increment = zero
-                    if relative:
+                    if relative and i > 0:  # stage 0 has no sum: k_0 is not yet computed
                         first = stages[k]
                         increment = c[i] * first
-                    for j in range(1 if relative else 0, i):
-                        coefficient = a[i * n_stages + j]
-                        if relative:
-                            increment += coefficient * (stages[j * n_states + k] - first)
-                        else:
-                            increment += coefficient * stages[j * n_states + k]
+                        for j in range(1, i):
+                            increment += a[i * n_stages + j] * (stages[j * n_states + k] - first)
+                    elif not relative:
+                        for j in range(i):
+                            increment += a[i * n_stages + j] * stages[j * n_states + k]
                     stage_state[k] = state[k] + h * increment
                 t_stage = precision(t + c[i] * dt)
                 dxdt(

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import time
 
 import numpy as np
 import pytest
 import xarray as xr
-from distributed import Client, LocalCluster, get_worker
+from distributed import get_worker
 
 import cubie_dist as cd
 from cubie_dist.merge import ChunkFailedError, SweepAssembler
@@ -29,20 +28,6 @@ from cubie_kernel.systems import lorenz
 SETTINGS = dict(method="rk4", dt=0.01, save_every=0.25)
 DURATION = 1.0
 OUTPUTS = ("x", "y", "z", "status", "n_steps", "n_rejected")
-
-
-@pytest.fixture(scope="module")
-def client():
-    """Two worker processes, one thread each (one numba thread each too)."""
-    with LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=":0",
-        silence_logs=logging.ERROR,
-        env={"NUMBA_NUM_THREADS": "1"},
-    ) as cluster, Client(cluster, set_as_default=False) as client:
-        yield client
 
 
 @pytest.fixture(scope="module")

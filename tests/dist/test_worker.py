@@ -2,30 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 
 import numpy as np
 import pytest
-from distributed import Client, LocalCluster
 
 import cubie_dist as cd
 import cubie_kernel
 from cubie_dist.tasks import run_chunk, task_resources
 from cubie_dist.worker import PLUGIN_NAME, SolverPlugin
 from cubie_kernel.systems import exponential_decay, lorenz
-
-@pytest.fixture(scope="module")
-def client():
-    """Two worker processes, one thread each (one numba thread each too)."""
-    with LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=":0",
-        silence_logs=logging.ERROR,
-        env={"NUMBA_NUM_THREADS": "1"},
-    ) as cluster, Client(cluster, set_as_default=False) as client:
-        yield client
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """``plan``: size a sweep's chunks from the kernel and from the workers.
 
-:func:`plan` gathers the three inputs of :func:`cubie_dist.plan.plan_chunks`
+:func:`plan` gathers the inputs of :func:`cubie_dist.chunks.plan_chunks`
 and leaves the arithmetic to it:
 
 Per-run bytes
@@ -24,7 +24,9 @@ Device fill (``min_chunk_runs``)
 
 The plan has at least ``chunks_per_worker`` chunks per worker where the
 sweep is long enough, and every chunk fits ``safety`` x the smallest
-budget: see :mod:`cubie_dist.plan` for the rules and their order.
+budget: see :mod:`cubie_dist.chunks` for the rules and their order. Chunks
+are regular blocks of the sweep (a grid's axes), which a store's Zarr
+chunks follow.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from distributed import Client
 from cubie_kernel import targets
 from cubie_kernel.inputs import check_finite_number
 
-from cubie_dist.plan import Plan, plan_chunks
+from cubie_dist.chunks import Plan, plan_chunks
 from cubie_dist.spec import SolverSpec
 from cubie_dist.sweep import Sweep
 
@@ -179,7 +181,7 @@ def plan(
     min_chunk_runs
         Runs that fill a device; by default from the workers (module docstring).
     chunks_per_worker, safety, max_chunk_runs
-        As in :func:`cubie_dist.plan.plan_chunks`.
+        As in :func:`cubie_dist.chunks.plan_chunks`.
     workers
         Worker reports already gathered (:func:`worker_infos`), to skip probing.
 
@@ -214,6 +216,7 @@ def plan(
         sweep.n_runs,
         per_run,
         worker_budgets,
+        shape=sweep.shape,
         min_chunk_runs=min_chunk_runs,
         chunks_per_worker=chunks_per_worker,
         safety=safety,

@@ -25,6 +25,8 @@ class TextProgress:
     ----------
     total_runs, total_chunks
         What 100 % means.
+    initial_runs, initial_chunks
+        Already done when the bar starts (a resumed store's chunks).
     stream
         Where to draw (stderr by default).
     delay, refresh
@@ -35,6 +37,8 @@ class TextProgress:
         self,
         total_runs: int,
         total_chunks: int,
+        initial_runs: int = 0,
+        initial_chunks: int = 0,
         stream: TextIO | None = None,
         delay: float = DELAY_SECONDS,
         refresh: float = REFRESH_SECONDS,
@@ -44,8 +48,8 @@ class TextProgress:
         self.stream = stream if stream is not None else sys.stderr
         self.delay = delay
         self.refresh = refresh
-        self.runs = 0
-        self.chunks = 0
+        self.runs = initial_runs
+        self.chunks = initial_chunks
         self._start = time.perf_counter()
         self._drawn_at: float | None = None
         self._drawn_chunks = 0
@@ -90,10 +94,14 @@ class TextProgress:
 
 
 class _TqdmProgress:
-    def __init__(self, total_runs: int, total_chunks: int) -> None:
+    def __init__(self, total_runs: int, total_chunks: int, initial_runs: int = 0,
+                 initial_chunks: int = 0) -> None:
         from tqdm import tqdm
 
-        self._bar = tqdm(total=total_runs, unit="runs", delay=DELAY_SECONDS, unit_scale=True)
+        self._bar = tqdm(
+            total=total_runs, initial=initial_runs, unit="runs", delay=DELAY_SECONDS,
+            unit_scale=True,
+        )
 
     def update(self, runs: int) -> None:
         self._bar.update(runs)
@@ -110,12 +118,18 @@ class _NoProgress:
         pass
 
 
-def make_progress(enabled: bool, total_runs: int, total_chunks: int):
-    """A bar with ``update(runs)`` and ``close()``; a silent one if not ``enabled``."""
+def make_progress(
+    enabled: bool, total_runs: int, total_chunks: int, initial_runs: int = 0,
+    initial_chunks: int = 0,
+):
+    """A bar with ``update(runs)`` and ``close()``; a silent one if not ``enabled``.
+
+    ``initial_runs``/``initial_chunks`` are already done (resumed) and shown as such.
+    """
     if not enabled:
         return _NoProgress()
     try:
         import tqdm  # noqa: F401  (optional)
     except ImportError:
-        return TextProgress(total_runs, total_chunks)
-    return _TqdmProgress(total_runs, total_chunks)
+        return TextProgress(total_runs, total_chunks, initial_runs, initial_chunks)
+    return _TqdmProgress(total_runs, total_chunks, initial_runs, initial_chunks)

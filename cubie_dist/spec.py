@@ -193,6 +193,20 @@ class SolverSpec:
         targets.check_target_name(target)
         return Solver(self._system, registry=registry, **{**self.settings, "target": target})
 
+    def _client_solver(self) -> Solver:
+        """The cpu Solver built on the client (validation, sizes, layout); never compiled."""
+        validator = self._validator
+        if validator is None:
+            validator = self.build_solver("cpu")
+            object.__setattr__(self, "_validator", validator)
+        return validator
+
+    def empty_result(
+        self, duration: float, t0: float = 0.0, warmup: float = 0.0, swept: tuple[str, ...] = ()
+    ):
+        """The zero-run result of this spec (:meth:`cubie_kernel.Solver.empty_result`)."""
+        return self._client_solver().empty_result(duration, t0, warmup, swept)
+
     def per_run_bytes(self, duration: float) -> int:
         """Device bytes one run needs for ``duration``, from the kernel itself.
 
@@ -200,11 +214,7 @@ class SolverSpec:
         spec's own settings (inputs + outputs + registry scratch, which the
         registry counts the same way on every target).
         """
-        validator = self._validator
-        if validator is None:
-            validator = self.build_solver("cpu")
-            object.__setattr__(self, "_validator", validator)
-        return int(validator.kernel.per_run_device_bytes(duration))
+        return int(self._client_solver().kernel.per_run_device_bytes(duration))
 
 
 def _token(system: ODESystem, canonical: Mapping[str, Any]) -> str:

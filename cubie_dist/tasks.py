@@ -1,10 +1,13 @@
-"""Chunk tasks: one pure function of (spec, sweep, run range, fixed inputs, times).
+"""Chunk tasks: pure functions of (spec, sweep, run range, fixed inputs, times).
 
 :func:`run_chunk` builds its chunk's inputs from the sweep on the worker
 (``sweep.inputs(start, stop)`` plus the fixed values, ``grid="verbatim"``),
 integrates them with the worker's cached Solver and returns an
 ``xarray.Dataset`` whose ``run`` coordinate holds GLOBAL run indices. Same
-arguments, same numbers: a lost chunk is simply run again.
+arguments, same numbers: a lost chunk is simply run again. The worker
+trusts the chunk's size (planned on the client) and launches it whole.
+:func:`store_chunk` runs a chunk and writes it into a Zarr store's region
+on the worker, returning only the chunk's small summary.
 
 :func:`submit_chunk` gives each task a deterministic key, ``retries`` and,
 on clusters whose workers advertise GPUs, ``resources={"GPU": 1}``. The
@@ -25,10 +28,12 @@ from distributed import Client, Future
 from cubie_kernel import targets
 
 from cubie_dist.inputs import RunInputs, chunk_inputs, coordinate_name
-from cubie_dist.plan import Chunk
+from cubie_dist.chunks import Chunk
+from cubie_dist.layout import SweepLayout
 from cubie_dist.spec import SolverSpec
 from cubie_dist.sweep import Sweep
 from cubie_dist.worker import current_plugin
+from cubie_dist.zarr_store import ZarrStore
 
 #: Prefix of every chunk task key.
 KEY_PREFIX = "cubie-chunk"
@@ -74,6 +79,7 @@ def run_chunk(
         t0=t0,
         warmup=warmup,
         grid="verbatim",
+        max_launch_runs=stop - start,
     )
     plugin = current_plugin()
     if plugin is not None:
@@ -91,6 +97,29 @@ def run_chunk(
     )
 
 
+def store_chunk(
+    spec: SolverSpec,
+    layout: SweepLayout,
+    index: int,
+    store: ZarrStore,
+    inputs: RunInputs,
+    duration: float,
+    t0: float = 0.0,
+    warmup: float = 0.0,
+) -> dict[str, Any]:
+    """Integrate chunk ``index`` of ``layout.plan`` and write it into ``store`` here.
+
+    Returns
+    -------
+    dict
+        The chunk's summary (:func:`cubie_dist.zarr_store.chunk_summary`),
+        returned after its marker is written.
+    """
+    chunk = layout.plan.chunks[index]
+    ds = run_chunk(spec, layout.sweep, chunk.start, chunk.stop, inputs, duration, t0, warmup)
+    return store.write_chunk(layout, chunk, ds)
+
+
 def call_token(
     spec: SolverSpec,
     sweep: Sweep,
@@ -98,7 +127,7 @@ def call_token(
     duration: float,
     t0: float,
     warmup: float,
-    n_chunks: int,
+    blocks: tuple[int, ...],
 ) -> str:
     """Digest of everything besides the chunk index that decides a chunk's result."""
     text = json.dumps(
@@ -110,7 +139,7 @@ def call_token(
             "fixed_initial_values": {k: v.hex() for k, v in inputs.fixed_initial_values.items()},
             "fixed_parameters": {k: v.hex() for k, v in inputs.fixed_parameters.items()},
             "times": [float(duration).hex(), float(t0).hex(), float(warmup).hex()],
-            "n_chunks": n_chunks,
+            "blocks": list(blocks),
         },
         sort_keys=True,
     )
@@ -147,25 +176,29 @@ def submit_chunk(
     client: Client,
     chunk: Chunk,
     spec_future: Future,
-    sweep_future: Future,
+    layout_future: Future,
     key_name: str,
     args: tuple[Any, ...],
     retries: int,
     resources: dict[str, int] | None,
+    store: ZarrStore | None = None,
 ) -> Future:
-    """Submit :func:`run_chunk` for ``chunk`` under key ``(key_name, chunk.index)``.
+    """Submit ``chunk``'s task under key ``(key_name, chunk.index)``.
 
-    ``args`` are the arguments after ``(spec, sweep, start, stop)``.
+    Without ``store``: :func:`run_chunk`, whose result is the chunk's
+    Dataset. With it: :func:`store_chunk`, which writes on the worker and
+    returns a summary. ``args`` are ``(inputs, duration, t0, warmup)``.
     """
+    options = dict(key=(key_name, chunk.index), retries=retries, resources=resources, pure=True)
+    if store is not None:
+        return client.submit(
+            store_chunk, spec_future, layout_future, chunk.index, store, *args, **options
+        )
     return client.submit(
-        run_chunk,
-        spec_future,
-        sweep_future,
-        chunk.start,
-        chunk.stop,
-        *args,
-        key=(key_name, chunk.index),
-        retries=retries,
-        resources=resources,
-        pure=True,
+        _run_layout_chunk, spec_future, layout_future, chunk.index, *args, **options
     )
+
+
+def _run_layout_chunk(spec: SolverSpec, layout: SweepLayout, index: int, *args: Any) -> xr.Dataset:
+    chunk = layout.plan.chunks[index]
+    return run_chunk(spec, layout.sweep, chunk.start, chunk.stop, *args)

@@ -237,32 +237,28 @@ class BatchSolverKernel(CompiledFactory):
         t0: float = 0.0,
         warmup: float = 0.0,
         memory_bytes: int | None = None,
+        max_launch_runs: int | None = None,
     ) -> BatchOutput:
         """Integrate a batch; inputs are (variable, run) arrays of the precision.
 
         Splits the batch into device chunks when inputs + outputs +
         scratch exceed the memory budget (free device memory, or
-        ``memory_bytes`` when given).
+        ``memory_bytes`` when given). ``max_launch_runs``, when given,
+        is the chunk size instead, and no memory is queried: a caller that
+        planned the batch's memory already (``cubie_dist``) passes it.
         """
         run = self.single_integrator
         precision = run.precision
         initial_values = np.ascontiguousarray(initial_values, dtype=precision)
         parameters = np.ascontiguousarray(parameters, dtype=precision)
         n_runs = initial_values.shape[1]
-        times = float(t0) + float(warmup) + save_times(duration, run.settings.save_every)
-        n_saves = times.size
-        n_counters = len(COUNTER_NAMES)
-        # every output has the run as its last axis
-        shapes = (
-            ((n_saves, run.n_saved_states), precision),
-            ((n_saves, run.n_saved_observables), precision),
-            ((n_saves, n_counters if run.compile_flags.save_counters else 0), np.int32),
-            ((n_counters,), np.int32),
-            ((), np.int32),
-        )
+        times = self.output_times(duration, t0, warmup)
+        shapes = self._output_shapes(times.size)
         outputs = [np.zeros(shape + (n_runs,), dtype) for shape, dtype in shapes]
         kernel = self.device_function
-        chunk = max(1, min(n_runs, self.max_chunk_runs(duration, memory_bytes)))
+        if max_launch_runs is None:
+            max_launch_runs = self.max_chunk_runs(duration, memory_bytes)
+        chunk = max(1, min(n_runs, max_launch_runs))
         starts = range(0, n_runs, chunk)
         kernel_seconds = 0.0
         for start in starts:
@@ -280,6 +276,28 @@ class BatchSolverKernel(CompiledFactory):
                 for whole, part in zip(outputs, arrays[2:]):
                     whole[..., start:stop] = part
         return BatchOutput(times, *outputs, n_chunks=len(starts), kernel_seconds=kernel_seconds)
+
+    def output_times(self, duration: float, t0: float = 0.0, warmup: float = 0.0) -> np.ndarray:
+        """Absolute save times (float64) of a run of ``duration`` after ``warmup``."""
+        return float(t0) + float(warmup) + save_times(duration, self.single_integrator.settings.save_every)
+
+    def _output_shapes(self, n_saves: int) -> tuple[tuple[tuple[int, ...], type], ...]:
+        """(shape without the run axis, dtype) of every output, in BatchOutput order."""
+        run = self.single_integrator
+        n_counters = len(COUNTER_NAMES)
+        return (
+            ((n_saves, run.n_saved_states), run.precision),
+            ((n_saves, run.n_saved_observables), run.precision),
+            ((n_saves, n_counters if run.compile_flags.save_counters else 0), np.int32),
+            ((n_counters,), np.int32),
+            ((), np.int32),
+        )
+
+    def empty_output(self, duration: float, t0: float = 0.0, warmup: float = 0.0) -> BatchOutput:
+        """The output of a batch of zero runs: every array at its shape, nothing compiled."""
+        times = self.output_times(duration, t0, warmup)
+        arrays = [np.zeros(shape + (0,), dtype) for shape, dtype in self._output_shapes(times.size)]
+        return BatchOutput(times, *arrays, n_chunks=0, kernel_seconds=0.0)
 
     def _launch(self, kernel, arrays, duration, t0, warmup) -> float:
         n_runs = arrays[-1].shape[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+import attrs
 import numpy as np
 import xarray as xr
 
@@ -136,6 +137,7 @@ class Solver:
         warmup: float = 0.0,
         grid: str = "combinatorial",
         memory_bytes: int | None = None,
+        max_launch_runs: int | None = None,
     ) -> xr.Dataset:
         """Integrate a batch and return its labelled results.
 
@@ -156,6 +158,9 @@ class Solver:
             ``"verbatim"`` (paired columns).
         memory_bytes
             Device memory budget for chunking; free device memory if None.
+        max_launch_runs
+            Runs per kernel launch, instead of sizing launches from memory
+            (for callers that planned the batch's memory themselves).
 
         Returns
         -------
@@ -173,8 +178,44 @@ class Solver:
             raise ValueError(f"warmup must be >= 0, got {warmup}")
         batch = build_batch(self.system, initial_values, parameters, grid)
         output = self._kernel.run(
-            batch.initial_values, batch.parameters, duration, t0, warmup, memory_bytes
+            batch.initial_values, batch.parameters, duration, t0, warmup, memory_bytes,
+            max_launch_runs,
         )
+        return self._dataset(batch, output, duration, t0, warmup)
+
+    def empty_result(
+        self,
+        duration: float,
+        t0: float = 0.0,
+        warmup: float = 0.0,
+        swept: tuple[str, ...] = (),
+    ) -> xr.Dataset:
+        """The Dataset a solve returns, for zero runs: its layout, without compiling.
+
+        Parameters
+        ----------
+        duration, t0, warmup
+            As in :meth:`solve` (they set the ``time`` coordinate).
+        swept
+            Coordinate names of the swept inputs (``initial_<state>`` or a
+            parameter name), as ``solve`` would label them.
+
+        Returns
+        -------
+        xarray.Dataset
+            Every variable, coordinate, dtype and attribute of a result, with
+            ``run`` of length 0.
+        """
+        system = self.system
+        batch = build_batch(system)
+        empty = np.empty((0,))
+        batch = attrs.evolve(
+            batch,
+            initial_values=np.empty((system.n_states, 0)),
+            parameters=np.empty((system.n_parameters, 0)),
+            coords={name: empty for name in swept},
+        )
+        output = self._kernel.empty_output(duration, t0, warmup)
         return self._dataset(batch, output, duration, t0, warmup)
 
     def _dataset(self, batch, output, duration, t0, warmup) -> xr.Dataset:

@@ -1,11 +1,11 @@
-"""Chunk planning: how many runs go into each task.
+"""Chunk planning: how many runs go into each task, and which runs.
 
-Pure arithmetic, no dask: :func:`plan_chunks` turns a run count, the bytes
-one run needs on a device (inputs + outputs + scratch, from the kernel's
-registry) and the usable memory of each worker into a :class:`Plan` of
-contiguous, balanced chunks covering ``[0, n_runs)``.
+Pure arithmetic, no dask: :func:`plan_chunks` turns a sweep's run array
+(a grid's axis lengths, else ``(n_runs,)``), the bytes one run needs on a
+device (inputs + outputs + scratch, from the kernel's registry) and the
+usable memory of each worker into a :class:`Plan`.
 
-Rules, strongest first:
+Rules for the chunk size, strongest first:
 
 1. **Memory.** No chunk needs more than the binding budget,
    ``floor(safety * min(worker_budgets))`` bytes (and no chunk holds more
@@ -13,15 +13,18 @@ Rules, strongest first:
    :func:`plan_chunks` raises.
 2. **Device fill.** Chunks hold at least ``min_chunk_runs`` runs where the
    sweep is long enough, unless rule 1 forbids it.
-3. **Balance.** There are at least ``chunks_per_worker * n_workers`` chunks
-   when rules 1 and 2 allow, so work spreads and a lost chunk is cheap to
-   redo.
+3. **Balance.** About ``chunks_per_worker * n_workers`` chunks (chunks of
+   ``ceil(n_runs / wanted)`` runs) when rules 1 and 2 allow, so work
+   spreads and a lost chunk is cheap to redo.
 
-Within those rules chunks are as large as possible: the plan has the fewest
-chunks that satisfy them. Sizes differ by at most one run (the larger ones
-first), so chunk ``j`` starts at ``j * q + min(j, r)`` with
-``q, r = divmod(n_runs, n_chunks)``. Chunks are computed on demand, so a plan
-for 10**9 runs in 10**6 chunks costs a few integers.
+Chunks are **regular blocks** of the run array, so that a Zarr store can
+use them as its chunks and no two tasks ever write the same Zarr chunk:
+every chunk but the last along the split axis has the same shape
+(:class:`ChunkSequence`). A grid's chunks are whole blocks of its axes
+(``(1, 125, 10)`` of a ``(1000, 10)`` grid is runs ``[j*1250,
+(j+1)*1250)``), which costs at most a factor in chunk size when the later
+axes do not divide the size the rules ask for. Chunks are computed on
+demand, so a plan for 10**9 runs in 10**6 chunks costs a few integers.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from fractions import Fraction
 from typing import Any
 
 import attrs
+import numpy as np
 
 #: Which rule set a plan's chunk count (``Plan.limited_by``).
 LIMITS = ("budget", "max_chunk_runs", "balance", "min_chunk_runs")
@@ -41,7 +45,7 @@ _MB = 1e6
 _REPR_EDGE = 3  # chunks shown at each end of Plan's repr
 
 
-def _size(nbytes: float) -> str:
+def format_bytes(nbytes: float) -> str:
     """Bytes in decimal units with three significant digits, e.g. ``1.43 kB``."""
     for unit in ("B", "kB", "MB", "GB", "TB"):
         if abs(nbytes) < 1000 or unit == "TB":
@@ -94,33 +98,81 @@ class Chunk:
 class ChunkSequence(Sequence):
     """The chunks of a plan, computed from their index on access.
 
+    The sweep's runs form an array of ``shape`` in C order (a grid's axes,
+    else ``(n_runs,)``). Every chunk fixes one index on each axis before
+    ``split_axis``, takes ``split_size`` consecutive indices (fewer at the
+    end) on ``split_axis`` and every index on the axes after it: a block of
+    that array, and a contiguous run range. Chunk ``j`` is block
+    ``divmod(j, per_row)`` with ``per_row = ceil(shape[split_axis] /
+    split_size)``.
+
     A read-only sequence of :class:`Chunk`: ``len``, integer indexing
     (negative allowed), iteration; a slice returns a list of chunks.
     """
 
-    n_runs: int
-    n_chunks: int
+    shape: tuple[int, ...]
+    split_axis: int
+    split_size: int
+
+    @property
+    def per_row(self) -> int:
+        """Chunks along the split axis."""
+        return -(-self.shape[self.split_axis] // self.split_size)
+
+    @property
+    def tail(self) -> int:
+        """Runs in one index step of the split axis (product of the later axes)."""
+        return math.prod(self.shape[self.split_axis + 1:])
 
     def __len__(self) -> int:
-        return self.n_chunks
+        return math.prod(self.shape[: self.split_axis]) * self.per_row
 
     def _chunk(self, j: int) -> Chunk:
-        q, r = divmod(self.n_runs, self.n_chunks)
-        start = j * q + min(j, r)
-        return Chunk(j, start, start + q + (j < r))
+        row, k = divmod(j, self.per_row)
+        length = self.shape[self.split_axis]
+        base = row * length * self.tail
+        lo = k * self.split_size
+        hi = min(lo + self.split_size, length)
+        return Chunk(j, base + lo * self.tail, base + hi * self.tail)
+
+    def block(self, chunk: Chunk) -> tuple[slice, ...]:
+        """The chunk's block of the sweep array: one slice per axis of ``shape``."""
+        row, k = divmod(chunk.index, self.per_row)
+        lead = np.unravel_index(row, self.shape[: self.split_axis]) if self.split_axis else ()
+        lo = k * self.split_size
+        hi = min(lo + self.split_size, self.shape[self.split_axis])
+        return (
+            *(slice(int(i), int(i) + 1) for i in lead),
+            slice(lo, hi),
+            *(slice(0, n) for n in self.shape[self.split_axis + 1:]),
+        )
 
     def __getitem__(self, key: int | slice) -> Chunk | list[Chunk]:
+        n_chunks = len(self)
         if isinstance(key, slice):
-            return [self._chunk(j) for j in range(self.n_chunks)[key]]
+            return [self._chunk(j) for j in range(n_chunks)[key]]
         j = operator.index(key)
         if j < 0:
-            j += self.n_chunks
-        if not 0 <= j < self.n_chunks:
-            raise IndexError(f"chunk index {key} out of range for {self.n_chunks} chunks")
+            j += n_chunks
+        if not 0 <= j < n_chunks:
+            raise IndexError(f"chunk index {key} out of range for {n_chunks} chunks")
         return self._chunk(j)
 
     def __iter__(self) -> Iterator[Chunk]:
-        return (self._chunk(j) for j in range(self.n_chunks))
+        return (self._chunk(j) for j in range(len(self)))
+
+
+def align(shape: tuple[int, ...], max_runs: int) -> tuple[int, int]:
+    """``(split_axis, split_size)`` of the largest aligned blocks of <= ``max_runs`` runs.
+
+    The split axis is the first axis whose later axes hold at most
+    ``max_runs`` runs together; the block takes as many of its indices as fit.
+    """
+    for axis in range(len(shape)):
+        tail = math.prod(shape[axis + 1:])
+        if tail <= max_runs:
+            return axis, min(shape[axis], max_runs // tail)
+    raise AssertionError("unreachable: the last axis has a tail of 1")
 
 
 @attrs.frozen(repr=False)
@@ -131,8 +183,11 @@ class Plan:
     ----------
     n_runs
         Runs in the sweep.
-    n_chunks
-        Number of chunks (also ``len(plan)``).
+    shape
+        The sweep's run array (a grid's axis lengths, else ``(n_runs,)``).
+    split_axis, split_size
+        Chunks are blocks of ``shape``: see :class:`ChunkSequence`. A store's
+        Zarr chunks are the same blocks (:attr:`block_shape`).
     per_run_bytes
         Device bytes one run needs.
     budget_bytes
@@ -140,20 +195,26 @@ class Plan:
     n_workers
         Number of worker budgets planned for.
     limited_by
-        Which rule (one of :data:`LIMITS`) set the chunk count.
+        Which rule (one of :data:`LIMITS`) set the chunk size.
     """
 
     n_runs: int
-    n_chunks: int
+    shape: tuple[int, ...]
+    split_axis: int
+    split_size: int
     per_run_bytes: int
     budget_bytes: int
     n_workers: int
     limited_by: str
 
     def __attrs_post_init__(self) -> None:
-        if not 1 <= self.n_chunks <= self.n_runs:
+        if math.prod(self.shape) != self.n_runs:
+            raise ValueError(f"shape {self.shape} does not hold n_runs={self.n_runs} runs")
+        if not 0 <= self.split_axis < len(self.shape):
+            raise ValueError(f"split_axis must be in [0, {len(self.shape)}), got {self.split_axis}")
+        if not 1 <= self.split_size <= self.shape[self.split_axis]:
             raise ValueError(
-                f"n_chunks must be in [1, n_runs={self.n_runs}], got {self.n_chunks}"
+                f"split_size must be in [1, {self.shape[self.split_axis]}], got {self.split_size}"
             )
         if self.chunk_bytes > self.budget_bytes:
             raise ValueError(
@@ -166,12 +227,25 @@ class Plan:
     @property
     def chunks(self) -> ChunkSequence:
         """All chunks, in run order, computed on access."""
-        return ChunkSequence(self.n_runs, self.n_chunks)
+        return ChunkSequence(self.shape, self.split_axis, self.split_size)
+
+    @property
+    def n_chunks(self) -> int:
+        """Number of chunks (also ``len(plan)``)."""
+        return len(self.chunks)
+
+    @property
+    def block_shape(self) -> tuple[int, ...]:
+        """Shape of a whole chunk's block of the sweep array (the Zarr chunk shape)."""
+        return tuple(
+            1 if axis < self.split_axis else self.split_size if axis == self.split_axis else n
+            for axis, n in enumerate(self.shape)
+        )
 
     @property
     def chunk_runs(self) -> int:
         """Runs in the largest chunk."""
-        return -(-self.n_runs // self.n_chunks)
+        return math.prod(self.block_shape)
 
     @property
     def chunk_bytes(self) -> int:
@@ -188,15 +262,19 @@ class Plan:
         return self.chunks[key]
 
     def __repr__(self) -> str:
+        blocks = ""
+        if len(self.shape) > 1:
+            blocks = f"; blocks {self.block_shape} of grid {self.shape}"
         lines = [
             f"Plan: {self.n_runs:,} runs in {self.n_chunks:,} chunks of <= "
-            f"{self.chunk_runs:,} runs x {_size(self.per_run_bytes)} = "
-            f"{_size(self.chunk_bytes)} (budget {_size(self.budget_bytes)} per "
-            f"worker, {self.n_workers} worker(s); set by {self.limited_by})",
+            f"{self.chunk_runs:,} runs x {format_bytes(self.per_run_bytes)} = "
+            f"{format_bytes(self.chunk_bytes)} (budget {format_bytes(self.budget_bytes)} per "
+            f"worker, {self.n_workers} worker(s); set by {self.limited_by}{blocks})",
             f"{'chunk':>12} {'start':>14} {'stop':>14} {'runs':>12} {'MB':>10}",
         ]
         chunks = self.chunks
-        if self.n_chunks <= 2 * _REPR_EDGE + 1:
+        n_chunks = len(chunks)
+        if n_chunks <= 2 * _REPR_EDGE + 1:
             shown: list = list(chunks)
         else:
             shown = chunks[:_REPR_EDGE] + [None] + chunks[-_REPR_EDGE:]
@@ -216,12 +294,13 @@ def plan_chunks(
     per_run_bytes: int,
     worker_budgets: Sequence[int],
     *,
+    shape: Sequence[int] | None = None,
     min_chunk_runs: int = 1,
     chunks_per_worker: int = 4,
     safety: float = 0.8,
     max_chunk_runs: int | None = None,
 ) -> Plan:
-    """Cut ``n_runs`` runs into chunks that fit every worker.
+    """Cut ``n_runs`` runs into regular chunks that fit every worker.
 
     Parameters
     ----------
@@ -232,6 +311,10 @@ def plan_chunks(
     worker_budgets
         Usable memory per worker in bytes (GPU free memory or dask memory
         limit); the smallest one binds, since any chunk may land anywhere.
+    shape
+        The run array the chunks are blocks of: a grid sweep's axis lengths
+        (C order, last fastest), whose product is ``n_runs``. Default
+        ``(n_runs,)``.
     min_chunk_runs
         Runs that fill one device (e.g. SMs x threads per SM). Chunks are at
         least this big where the sweep allows and the budget permits.
@@ -246,15 +329,23 @@ def plan_chunks(
     Returns
     -------
     Plan
-        The fewest balanced chunks that satisfy the rules of this module.
+        Regular, aligned chunks as large as the rules of this module allow.
 
     Raises
     ------
     ValueError
-        If an argument is out of range, or one run needs more than the budget.
+        If an argument is out of range, ``shape`` does not hold ``n_runs``
+        runs, or one run needs more than the budget.
     """
     n_runs = _positive_int(n_runs, "n_runs")
     per_run_bytes = _positive_int(per_run_bytes, "per_run_bytes")
+    if shape is None:
+        shape = (n_runs,)
+    if isinstance(shape, (str, bytes)) or not isinstance(shape, Iterable):
+        raise TypeError(f"shape must be a sequence of positive ints, got {shape!r}")
+    shape = tuple(_positive_int(n, f"shape[{i}]") for i, n in enumerate(shape))
+    if not shape or math.prod(shape) != n_runs:
+        raise ValueError(f"shape {shape} must hold n_runs={n_runs} runs (product of its lengths)")
     if isinstance(worker_budgets, (str, bytes, Mapping)) or not isinstance(
         worker_budgets, Iterable
     ):
@@ -290,19 +381,19 @@ def plan_chunks(
     cap, cap_rule = fit, "budget"
     if max_chunk_runs is not None and max_chunk_runs < fit:
         cap, cap_rule = max_chunk_runs, "max_chunk_runs"
-    fewest = -(-n_runs // cap)                      # rule 1: fewest chunks that fit
-    most = max(1, n_runs // min_chunk_runs)         # rule 2: smallest chunk >= min
-    wanted = chunks_per_worker * len(budgets)       # rule 3: balance
-    balanced = min(wanted, most)
-    if fewest >= balanced:
-        n_chunks, limited_by = fewest, cap_rule
-    elif balanced == wanted:
-        n_chunks, limited_by = wanted, "balance"
+    balanced = -(-n_runs // (chunks_per_worker * len(budgets)))   # rule 3
+    if balanced >= min_chunk_runs:
+        size, limited_by = balanced, "balance"
     else:
-        n_chunks, limited_by = most, "min_chunk_runs"
+        size, limited_by = min(min_chunk_runs, n_runs), "min_chunk_runs"  # rule 2
+    if size > cap:
+        size, limited_by = cap, cap_rule                           # rule 1
+    split_axis, split_size = align(shape, size)
     return Plan(
         n_runs=n_runs,
-        n_chunks=n_chunks,
+        shape=shape,
+        split_axis=split_axis,
+        split_size=split_size,
         per_run_bytes=per_run_bytes,
         budget_bytes=budget_bytes,
         n_workers=len(budgets),

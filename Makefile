@@ -34,7 +34,7 @@ $(STAMP): pyproject.toml | $(VPY)
 # The main job: a 10,000-run Lorenz sweep on the embedded local cluster (dask-cuda
 # workers on GPUs, else one cpu worker per core), written to examples/lorenz_grid.zarr.
 demo: venv
-	$(VENV)/bin/cubie-dist run examples/lorenz_grid.yaml
+	$(VENV)/bin/cubie-dist run examples/lorenz_grid.yaml --overwrite
 
 # Exit code 5 (no tests collected) is a failure for both runs: make stops on
 # any non-zero exit, and the message says why.

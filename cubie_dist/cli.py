@@ -2,25 +2,32 @@
 
 ::
 
-    cubie-dist run SWEEP.yaml [--cluster CONFIG.yaml] [--output OUT.zarr|OUT.nc] [--no-progress]
+    cubie-dist run SWEEP.yaml [--cluster CONFIG.yaml] [--output OUT.zarr|OUT.nc] [--overwrite]
+                              [--write-on workers|client] [--no-progress]
     cubie-dist plan SWEEP.yaml [--cluster CONFIG.yaml]
     cubie-dist job-script --cluster CONFIG.yaml
 
 Without ``--cluster`` the embedded default cluster is used: one dask worker
 per GPU (dask-cuda) where GPUs are visible, else one cpu worker per core.
 
-Exit status: 0 on success; 2 for a bad file, value or option (one line on
-stderr); 3 when the cluster cannot be started or reached; 1 when the sweep
-itself fails (a chunk that raised after its retries).
+A ``.zarr`` output is a store the workers write into chunk by chunk:
+interrupted (Ctrl-C, a killed client, a walltime), the same command resumes
+it and computes only the chunks not yet written. A ``.nc`` output is
+assembled in the client's memory first (refused up front when too large).
+
+Exit status: 0 on success; 2 for a bad file, value or option, a store of a
+different sweep, or a result too large for memory (one line on stderr);
+3 when the cluster cannot be started or reached; 1 when the sweep itself
+fails (a chunk that raised after its retries).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -55,8 +62,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cluster", metavar="CONFIG.yaml", help=cluster_help)
     run.add_argument(
         "--output", metavar="PATH",
-        help="where to write the result: a .zarr store or a .nc file (default: the sweep "
-        "file's 'output' key, else <sweep file name>.zarr next to it)",
+        help="where to write the result: a .zarr store (written by the workers as chunks "
+        "finish; the same command resumes it) or a .nc file (assembled in memory first); "
+        "default: the sweep file's 'output' key, else <sweep file name>.zarr next to it",
+    )
+    run.add_argument(
+        "--overwrite", action="store_true",
+        help="replace an existing .zarr store that holds a different sweep (without it, "
+        "such a store is refused; one of the same sweep is resumed)",
+    )
+    run.add_argument(
+        "--write-on", choices=("workers", "client"), default="workers",
+        help="who writes a .zarr store: the workers (default; the path must be on a "
+        "filesystem every worker mounts) or this client (results travel back first)",
     )
     run.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
 
@@ -165,13 +183,7 @@ def _output_path(job, args) -> str:
 
 
 def write_dataset(ds, path: str) -> None:
-    """Write ``ds`` to a ``.zarr`` store (replaced) or a ``.nc`` file."""
-    if path.endswith(".zarr"):
-        with warnings.catch_warnings():
-            # xarray consolidates metadata, which zarr 3 flags as an extension
-            warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
-            ds.to_zarr(path, mode="w")
-        return
+    """Write an in-memory result to a ``.nc`` file."""
     try:
         ds.to_netcdf(path)
     except ValueError as error:  # no netCDF engine installed
@@ -180,27 +192,36 @@ def write_dataset(ds, path: str) -> None:
 
 def command_run(args) -> int:
     import cubie_dist as cd
+    from cubie_dist.run import prepare_sweep
 
     job = _load_job(args.sweep_file)
     output = _output_path(job, args)
+    store = output if output.endswith(".zarr") else None
+    options = dict(store=store, overwrite=args.overwrite, write_on=args.write_on)
+    try:  # every check that needs no cluster, before one starts
+        prepare_sweep(job.spec, job.sweep, **job.run_kwargs(), **options)
+    except (cd.ResultTooLargeError, cd.StoreMismatchError) as error:
+        raise CLIError(str(error)) from None
     with _client(args.cluster) as client:
-        plan = cd.plan(job.spec, job.sweep, job.duration, client)
-        print(plan)
         start = time.perf_counter()
         try:
             ds = cd.run_sweep(
                 job.spec, job.sweep, client=client, progress=not args.no_progress,
-                **job.run_kwargs(),
+                report=print, **job.run_kwargs(), **options,
             )
         except cd.ChunkFailedError as error:
             raise CLIError(f"sweep failed: {error}", EXIT_FAILED) from None
+        except cd.StoreUnreachableError as error:
+            raise CLIError(f"{error} (--write-on client)", EXIT_CLUSTER) from None
         elapsed = time.perf_counter() - start
-    write_dataset(ds, output)
-    status = ds["status"].values
-    failed = int((status != 0).sum())
+        if store is None:
+            write_dataset(ds, output)
+            failed = int((ds["status"].values != 0).sum())
+        else:  # the store's summary: nothing of size n_runs is read
+            failed = job.sweep.n_runs - json.loads(ds.attrs["status_counts"]).get("0", 0)
     print(
-        f"{status.size} runs in {elapsed:.1f} s on {len(plan)} chunks; "
-        f"{failed} run(s) with a failure status"
+        f"{job.sweep.n_runs} runs in {elapsed:.1f} s on {int(ds.attrs['plan_n_chunks'])} "
+        f"chunks; {failed} run(s) with a failure status"
     )
     print(f"wrote {output}")
     return EXIT_OK

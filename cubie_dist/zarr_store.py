@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import socket
@@ -37,7 +38,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from cubie_dist.chunks import Chunk, Plan
+from cubie_dist.chunks import Chunk, ChunkSequence, Plan
 from cubie_dist.layout import SUMMED_ATTRS, SweepLayout, netcdf_attr
 
 #: Root attribute naming this format.
@@ -151,20 +152,25 @@ class ZarrStore:
                 continue  # unreadable: the chunk is simply written again
         return out
 
-    def plan(self, per_run_bytes: int, budget_bytes: int, n_workers: int) -> Plan:
-        """The plan the store was created with (its blocks are the Zarr chunks)."""
+    def chunks(self) -> ChunkSequence:
+        """The chunks the store was created with (their blocks are its Zarr chunks)."""
         attrs = self.attrs()
         shape = tuple(int(n) for n in np.atleast_1d(attrs["plan_shape"]))
-        chunk_runs = int(np.prod(shape[attrs["plan_split_axis"] + 1:])) * attrs["plan_split_size"]
+        return ChunkSequence(shape, int(attrs["plan_split_axis"]), int(attrs["plan_split_size"]))
+
+    def plan(self, per_run_bytes: int, budget_bytes: int, n_workers: int) -> Plan:
+        """The plan the store was created with, for today's per-run bytes and workers."""
+        chunks = self.chunks()
+        chunk_runs = chunks.split_size * chunks.tail
         return Plan(
-            n_runs=int(np.prod(shape)),
-            shape=shape,
-            split_axis=int(attrs["plan_split_axis"]),
-            split_size=int(attrs["plan_split_size"]),
+            n_runs=math.prod(chunks.shape),
+            shape=chunks.shape,
+            split_axis=chunks.split_axis,
+            split_size=chunks.split_size,
             per_run_bytes=per_run_bytes,
             budget_bytes=max(budget_bytes, chunk_runs * per_run_bytes),
             n_workers=n_workers,
-            limited_by=str(attrs.get("plan_limited_by", "budget")),
+            limited_by=str(self.attrs().get("plan_limited_by", "budget")),
         )
 
     # ----------------------------------------------------------------- checking
@@ -313,7 +319,7 @@ def open_sweep(path: str | os.PathLike, *, allow_incomplete: bool = False) -> xr
     complete = bool(attrs.get("complete", 1))
     if not complete:
         done = len(store.done())
-        total = attrs.get("plan_n_chunks", "?")
+        total = len(store.chunks())
         if not allow_incomplete:
             raise IncompleteStoreError(
                 f"{store.path}: {done} of {total} chunks written; run the same sweep "

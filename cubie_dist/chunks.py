@@ -21,7 +21,7 @@ Chunks are **regular blocks** of the run array, so that a Zarr store can
 use them as its chunks and no two tasks ever write the same Zarr chunk:
 every chunk but the last along the split axis has the same shape
 (:class:`ChunkSequence`). A grid's chunks are whole blocks of its axes
-(``(1, 125, 10)`` of a ``(1000, 10)`` grid is runs ``[j*1250,
+(blocks ``(125, 10)`` of a ``(1000, 10)`` grid are runs ``[j*1250,
 (j+1)*1250)``), which costs at most a factor in chunk size when the later
 axes do not divide the size the rules ask for. Chunks are computed on
 demand, so a plan for 10**9 runs in 10**6 chunks costs a few integers.

@@ -22,8 +22,8 @@ Device fill (``min_chunk_runs``)
     x :data:`CPU_RUNS_PER_THREAD` (64 runs per thread keep a ``prange`` busy
     and amortise the ~10 ms dask round trip). The largest device binds.
 
-The plan has at least ``chunks_per_worker`` chunks per worker where the
-sweep is long enough, and every chunk fits ``safety`` x the smallest
+The plan has about ``chunks_per_worker`` chunks per worker (at most that
+many) where the sweep is long enough, and every chunk fits ``safety`` x the smallest
 budget: see :mod:`cubie_dist.chunks` for the rules and their order. Chunks
 are regular blocks of the sweep (a grid's axes), which a store's Zarr
 chunks follow.

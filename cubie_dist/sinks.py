@@ -71,6 +71,7 @@ class MemorySink:
         self._result = layout.allocate(lazy=False)
         #: the preallocated NumPy arrays themselves, by name
         self._arrays = {name: self._result[name].variable.values for name in self._result.variables}
+        self._added: set[int] = set()
 
     def todo(self) -> Iterable[Chunk]:
         """Every chunk of the plan."""
@@ -82,7 +83,9 @@ class MemorySink:
         return 0
 
     def add(self, chunk: Chunk, ds: xr.Dataset) -> None:
-        """Copy one chunk's result into its block."""
+        """Copy one chunk's result into its block (each chunk once)."""
+        if chunk.index in self._added:
+            raise ValueError(f"chunk {chunk.index} was added twice")
         layout = self.layout
         piece = layout.piece(chunk, ds)
         layout.check_fixed_coords(chunk, ds)
@@ -90,6 +93,7 @@ class MemorySink:
         for name in piece.variables:
             if name != "run":  # the run index was filled when allocated
                 self._arrays[name][block] = piece[name].values
+        self._added.add(chunk.index)
         self.tally.add(chunk_summary(chunk, ds))
 
     def finish(self, provenance: Mapping[str, Any]) -> xr.Dataset:

@@ -12,7 +12,7 @@ import yaml
 from cubie_dist.cli import EXIT_BAD_INPUT, build_parser, main
 from cubie_dist.sweep_file import load_sweep_file
 from cubie_kernel import Solver
-from cubie_kernel.systems import exponential_decay
+from cubie_kernel.systems import exponential_decay, lorenz
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
@@ -114,3 +114,105 @@ def test_run_on_the_embedded_cluster_writes_the_merged_result(tmp_path, capsys):
         ds["y"].values.reshape(8, 3), reference["y"].values
     )
     assert int(ds["status"].max()) == 0
+
+
+# ------------------------------------------------------------------ stores from the CLI
+SLOW = {  # 8 chunks of ~0.5-1 s each on the embedded 2-worker cluster
+    "system": {"example": "lorenz"},
+    "solver": {"method": "rk4", "dt": 0.001},
+    "sweep": {"kind": "zip", "columns": {"rho": {"linspace": [0.0, 30.0, 4000]}}},
+    "duration": 10.0,
+}
+
+
+def cli(*argv, **kwargs):
+    return subprocess.Popen(
+        [sys.executable, "-m", "cubie_dist.cli", *map(str, argv)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        **kwargs,
+    )
+
+
+def chunk_markers(store):
+    folder = store / "cubie_chunks"
+    if not folder.is_dir():
+        return {}
+    return {p.name: p.stat().st_mtime_ns for p in folder.glob("*.json")}
+
+
+def array_files(store):
+    return {
+        str(p.relative_to(store)): p.read_bytes()
+        for p in sorted(store.rglob("*"))
+        if p.is_file() and p.name != "zarr.json" and "cubie_chunks" not in p.parts
+    }
+
+
+def test_killed_client_resumes_and_ends_with_the_same_bytes(tmp_path):
+    """SIGKILL `cubie-dist run --output s.zarr` mid-sweep; the same command finishes it."""
+    import os
+    import signal
+    import time
+
+    sweep = write(tmp_path, SLOW)
+    store = tmp_path / "s.zarr"
+    first = cli("run", sweep, "--output", store, "--no-progress")
+    deadline = time.monotonic() + 300
+    while len(chunk_markers(store)) < 2:
+        assert first.poll() is None, first.communicate()
+        assert time.monotonic() < deadline, "no chunk finished in 300 s"
+        time.sleep(0.02)
+    os.killpg(first.pid, signal.SIGKILL)  # the client and its local cluster's processes
+    first.wait()
+    done = chunk_markers(store)
+    assert 2 <= len(done) < 8, "the sweep ended before the kill: make the chunks slower"
+    second = cli("run", sweep, "--output", store, "--no-progress")
+    out, err = second.communicate(timeout=600)
+    assert second.returncode == 0, err[-3000:]
+    assert f"resuming {store}: {len(done)} of 8 chunks" in out
+    after = chunk_markers(store)
+    assert len(after) == 8
+    assert {name for name in after if after[name] != done.get(name)} == set(after) - set(done)
+    # an uninterrupted run of the same file: the same bytes in every array chunk
+    clean = tmp_path / "clean.zarr"
+    third = cli("run", sweep, "--output", clean, "--no-progress")
+    _, err = third.communicate(timeout=600)
+    assert third.returncode == 0, err[-3000:]
+    assert array_files(store) == array_files(clean)
+    reference = Solver(lorenz(), target="cpu", method="rk4", dt=0.001).solve(
+        parameters={"rho": np.linspace(0.0, 30.0, 4000)}, duration=10.0, grid="verbatim",
+    )
+    resumed = xr.open_zarr(store)
+    for name in ("x", "y", "z", "status"):
+        np.testing.assert_array_equal(resumed[name].values, reference[name].values)
+
+
+def test_store_of_another_sweep_exits_2_and_overwrite_replaces_it(tmp_path, capsys):
+    store = tmp_path / "s.zarr"
+    status, _, _ = run_cli(capsys, "run", write(tmp_path, SMALL), "--output", store,
+                           "--no-progress")
+    assert status == 0
+    other = write(tmp_path, {**SMALL, "duration": 2.0}, "other.yaml")
+    status, out, err = run_cli(capsys, "run", other, "--output", store, "--no-progress")
+    assert status == EXIT_BAD_INPUT
+    assert err.count("\n") == 1 and "duration (1.0 stored, 2.0 asked)" in err
+    assert "Traceback" not in err and out == ""
+    status, out, err = run_cli(capsys, "run", other, "--output", store, "--no-progress",
+                               "--overwrite")
+    assert status == 0, err
+    ds = xr.open_zarr(store)
+    k, y = np.meshgrid(np.linspace(0.5, 2.0, 4), [1.0, 2.0], indexing="ij")
+    expected = y * np.exp(-k * 2.0)  # y' = -k y, closed form; RK4's error at dt 0.01: ~5e-9
+    np.testing.assert_allclose(ds["y"].isel(time=-1).values, expected, rtol=2e-8)
+
+
+def test_too_large_netcdf_result_exits_2_before_any_cluster(tmp_path, capsys):
+    huge = {**SMALL, "solver": {"method": "rk4", "dt": 0.001, "save_every": 0.001},
+            "sweep": {"kind": "grid", "axes": {"k": {"linspace": [0.5, 2.0, 100000]},
+                                               "y": {"linspace": [1.0, 2.0, 10000]}}}}
+    status, out, err = run_cli(capsys, "run", write(tmp_path, huge), "--output",
+                               tmp_path / "huge.nc")
+    assert status == EXIT_BAD_INPUT
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "the merged result needs" in err and "--output x.zarr" in err
+    assert out == "" and not (tmp_path / "huge.nc").exists()

@@ -86,10 +86,28 @@ def test_chunks_respond_to_per_run_bytes(spec, dense_spec):
 
 def test_min_chunk_runs_fills_the_device(spec):
     # 10_000 runs, 2 workers: balance wants 8 chunks of 1_250; a 4_096-run
-    # device fill allows only 2
+    # device fill makes chunks of 4_096: 2 x 4_096 + 1_808
     sweep = cd.Sweep.grid(rho=np.linspace(0, 50, 10_000))
     plan = cd.plan(spec, sweep, DURATION, worker_budgets=[10**10] * 2, min_chunk_runs=4096)
-    assert len(plan) == 2 and plan.limited_by == "min_chunk_runs"
+    assert len(plan) == 3 and plan.limited_by == "min_chunk_runs"
+    assert [chunk.n_runs for chunk in plan] == [4096, 4096, 1808]
+
+
+def test_grid_sweeps_get_aligned_blocks(spec):
+    # (100, 10) grid, at most 25 runs per chunk: every block holds whole sigma
+    # rows of 10 runs, 25 // 10 = 2 rho values -> blocks (2, 10), 100 / 2 = 50 chunks
+    axes = dict(rho=np.linspace(0, 50, 100), sigma=np.linspace(8, 12, 10))
+    grid = cd.Sweep.grid(**axes)
+    plan = cd.plan(spec, grid, DURATION, worker_budgets=[10**9], max_chunk_runs=25)
+    assert plan.shape == (100, 10)
+    assert plan.split_axis == 0 and plan.block_shape == (2, 10) and plan.chunk_runs == 20
+    assert len(plan) == 50 and plan[1] == cd.Chunk(1, 20, 40)
+    assert plan.chunks.block(plan[1]) == (slice(2, 4), slice(0, 10))
+    # the same 1_000 runs as a zip sweep are one axis: chunks of 25, 40 of them
+    rho, sigma = (a.ravel() for a in np.meshgrid(*axes.values(), indexing="ij"))
+    zipped = cd.Sweep.zip(rho=rho, sigma=sigma)
+    plan = cd.plan(spec, zipped, DURATION, worker_budgets=[10**9], max_chunk_runs=25)
+    assert plan.shape == (1000,) and plan.block_shape == (25,) and len(plan) == 40
 
 
 def test_worker_reports_set_budget_and_fill(spec):
@@ -127,6 +145,12 @@ def test_a_billion_run_grid_plans_fast_in_bounded_memory(spec):
     assert peak < 10 * 2**20  # nothing per run or per chunk
     assert plan.n_runs == 10**9 and chunks[-1].stop == 10**9
     assert plan.chunk_bytes <= plan.budget_bytes
+    # the budget binds (balance would ask 62.5e6 runs): as many whole
+    # (sigma, beta) planes of 10**6 runs as fit
+    fit = plan.budget_bytes // plan.per_run_bytes
+    assert 10**6 <= fit < 62_500_000 and plan.limited_by == "budget"
+    assert plan.block_shape == (fit // 10**6, 1000, 1000)
+    assert len(plan) == -(-1000 // (fit // 10**6))
     assert "chunk" in repr(plan) and "1,000,000,000 runs" in repr(plan)
 
 

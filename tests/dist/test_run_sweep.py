@@ -17,10 +17,13 @@ import xarray as xr
 from distributed import get_worker
 
 import cubie_dist as cd
-from cubie_dist.merge import ChunkFailedError, SweepAssembler
-from cubie_dist.plan import plan_chunks
+from cubie_dist.chunks import Chunk, plan_chunks
+from cubie_dist.inputs import coordinate_name
+from cubie_dist.layout import SweepLayout
 from cubie_dist.planner import CPU_MEMORY_SHARE, CPU_RUNS_PER_THREAD
 from cubie_dist.progress import TextProgress, make_progress
+from cubie_dist.sinks import MemorySink
+from cubie_dist.submission import ChunkFailedError
 from cubie_kernel import ODESystem, RunStatus, Solver
 from cubie_kernel.status import FAILURE_MASK
 from cubie_kernel.systems import lorenz
@@ -63,6 +66,18 @@ SWEEPS = {
 }
 
 
+#: Chunks of each sweep with max_chunk_runs=13 (the 64-run cpu fill of one worker
+#: thread is above the cap, so 13 binds): a run axis is cut every 13 runs; the
+#: (30, 3, 2) grid's later axes hold 6 runs, so blocks take 13 // 6 = 2 rho values:
+#: blocks (2, 3, 2) of 12 runs, 30 / 2 = 15 of them.
+EXPECTED_CHUNKS = {  # kind: (n_chunks, chunk_runs)
+    "grid": (15, 12),
+    "zip": (8, 13),     # 97 = 7 x 13 + 6
+    "table": (5, 13),   # 64 = 4 x 13 + 12
+    "sample": (12, 13),  # 150 = 11 x 13 + 7
+}
+
+
 @pytest.mark.parametrize("kind", list(SWEEPS))
 def test_merged_result_equals_direct_solve(client, spec, direct_solver, kind):
     sweep = SWEEPS[kind]()
@@ -73,7 +88,10 @@ def test_merged_result_equals_direct_solve(client, spec, direct_solver, kind):
         client=client, max_chunk_runs=13, progress=False,
     )
     expected = direct_solve(direct_solver, sweep, fixed_init, fixed_params)
-    assert ds.attrs["plan_n_chunks"] == -(-sweep.n_runs // 13)
+    n_chunks, chunk_runs = EXPECTED_CHUNKS[kind]
+    assert ds.attrs["plan_n_chunks"] == n_chunks
+    assert ds.attrs["plan_chunk_runs"] == chunk_runs
+    assert ds.attrs["plan_limited_by"] == "max_chunk_runs"
     np.testing.assert_array_equal(ds["time"].values, expected["time"].values)
     labels = ["initial_" + n if n in "xyz" else n for n in sweep.names]
     if kind == "grid":
@@ -129,8 +147,11 @@ def test_plan_asks_the_workers(client, spec):
     assert plan.n_workers == 2
     assert plan.budget_bytes == int(0.8 * int(CPU_MEMORY_SHARE * min(limits.values())))
     assert len(plan) == 8 and plan.limited_by == "balance"  # 125 runs >= 64 fill
+    # 200 runs: balance would give 25-run chunks, below one thread's 64-run
+    # fill: chunks of 64, 3 x 64 + 8
     small = cd.plan(spec, cd.Sweep.grid(rho=np.linspace(0, 50, 200)), DURATION, client)
-    assert small.chunk_runs >= CPU_RUNS_PER_THREAD and len(small) == 3
+    assert small.chunk_runs == CPU_RUNS_PER_THREAD == 64 and len(small) == 4
+    assert small.limited_by == "min_chunk_runs" and small[-1] == Chunk(3, 192, 200)
 
 
 def test_numerical_failure_is_a_status_not_an_error(client, spec):
@@ -157,6 +178,7 @@ def test_failing_chunk_fails_the_sweep_with_its_run_range(client):
     definition = {**lorenz().to_dict(), "name": "exploding_lorenz"}
     spec = cd.SolverSpec(ExplodingLorenz(**definition), **SETTINGS)
     sweep = cd.Sweep.grid(rho=np.linspace(0.0, 40.0, 100))
+    assert cd.ChunkFailedError is ChunkFailedError
     with pytest.raises(ChunkFailedError) as info:
         cd.run_sweep(spec, sweep, DURATION, client=client, max_chunk_runs=10, progress=False,
                      retries=1)
@@ -192,51 +214,100 @@ def test_embedded_default_cluster(spec, direct_solver):
         default_client()
 
 
-# ------------------------------------------------------------- merge, no cluster
-def _fake_chunk(start: int, stop: int) -> xr.Dataset:
-    run = np.arange(start, stop)
+# ------------------------------------------------------------- memory sink, no cluster
+def _fake_chunk(template: xr.Dataset, chunk: Chunk, time=None) -> xr.Dataset:
+    """A chunk result shaped like the kernel's: every per-run variable of the
+    template, values that encode (variable, run, time)."""
+    run = np.arange(chunk.start, chunk.stop)
+    time = template["time"].values if time is None else np.asarray(time)
+    data_vars = {}
+    for k, (name, var) in enumerate(template.data_vars.items()):
+        if "run" not in var.dims:
+            continue
+        if var.dims == ("run", "time"):
+            values = 1000.0 * k + run[:, None] * 10.0 + np.arange(time.size)
+        else:
+            assert var.dims == ("run",)
+            values = k + run % 3
+        data_vars[name] = (var.dims, values.astype(var.dtype), var.attrs)
     return xr.Dataset(
-        {
-            "x": (("run", "time"), run[:, None] * 10.0 + np.arange(3.0), {"long_name": "x"}),
-            "status": (("run",), (run % 3).astype(np.int32)),
-        },
-        coords={"run": run, "time": [0.0, 0.5, 1.0], "rho": ("run", run * 0.5)},
-        attrs={"kernel_seconds": 0.5, "target": "cpu", "parameter_beta": 1.0},
+        data_vars,
+        coords={"run": run, "time": time, "rho": ("run", run * 0.5)},
+        attrs={"kernel_seconds": 0.5, "device_chunks": 1, "target": "cpu",
+               "parameter_beta": 1.0},
     )
 
 
-@pytest.mark.parametrize("kind", ["zip", "grid"])
-def test_assembler_accepts_chunks_in_any_order_without_concat(monkeypatch, kind):
+MEMORY_SWEEPS = {
+    "zip": lambda: cd.Sweep.zip(rho=np.arange(23) * 0.5),
+    "grid": lambda: cd.Sweep.grid(rho=np.arange(23) * 0.5),
+    "grid2d": lambda: cd.Sweep.grid(rho=np.arange(10) * 0.5, sigma=[8.0, 10.0, 12.0]),
+}
+
+
+def _memory_sink(spec, sweep, max_chunk_runs):
+    labels = tuple(coordinate_name(spec.system, n) for n in sweep.names)
+    template = spec.empty_result(DURATION, swept=labels)
+    plan = plan_chunks(sweep.n_runs, 1, [100], shape=sweep.shape, chunks_per_worker=1,
+                       max_chunk_runs=max_chunk_runs)
+    return MemorySink(SweepLayout(sweep, labels, plan, template)), plan, template
+
+
+@pytest.mark.parametrize("kind", list(MEMORY_SWEEPS))
+def test_memory_sink_accepts_chunks_in_any_order_without_concat(monkeypatch, spec, kind):
     def no_concat(*args, **kwargs):
         raise AssertionError("xr.concat must not be used")
 
     monkeypatch.setattr(xr, "concat", no_concat)
-    sweep = (cd.Sweep.zip(rho=np.arange(23) * 0.5) if kind == "zip"
-             else cd.Sweep.grid(a=np.arange(23.0)))
-    plan = plan_chunks(23, 1, [100], max_chunk_runs=5)
+    sweep = MEMORY_SWEEPS[kind]()
     results = []
-    for order in (list(plan), list(plan)[::-1]):
-        assembler = SweepAssembler(sweep, sweep.names)
-        for chunk in order:
-            ds = _fake_chunk(chunk.start, chunk.stop)
-            assembler.add(chunk, ds if kind == "zip" else ds.drop_vars("rho"))
-        results.append(assembler.dataset({"extra": "yes"}))
+    for reverse in (False, True):
+        sink, plan, template = _memory_sink(spec, sweep, max_chunk_runs=5)
+        chunks = list(sink.todo())
+        assert chunks == list(plan)
+        for chunk in chunks[::-1] if reverse else chunks:
+            sink.add(chunk, _fake_chunk(template, chunk))
+        results.append(sink.finish({"extra": "yes"}))
     xr.testing.assert_identical(results[0], results[1])
     ds = results[0]
-    lead = "run" if kind == "zip" else "a"
-    np.testing.assert_array_equal(ds["x"].values, np.arange(23)[:, None] * 10.0 + np.arange(3.0))
-    assert ds["x"].dims == (lead, "time") and ds["x"].attrs == {"long_name": "x"}
-    assert ds.attrs["kernel_seconds"] == 0.5 * len(plan) and ds.attrs["extra"] == "yes"
+    # 23 runs in chunks of 5 (5, 5, 5, 5, 3); the (10, 3) grid in blocks (1, 3): 10
+    assert len(plan) == (10 if kind == "grid2d" else 5)
+    n_time = template.sizes["time"]
+    runs = np.arange(sweep.n_runs)
+    lead = ("run",) if kind == "zip" else tuple(sweep.names)
+    names = list(template.data_vars)
+    k_x, k_status = names.index("x"), names.index("status")
+    want_x = 1000.0 * k_x + runs[:, None] * 10.0 + np.arange(n_time)
+    want_status = k_status + runs % 3
+    np.testing.assert_array_equal(ds["x"].values, want_x.reshape(sweep.shape + (n_time,)))
+    np.testing.assert_array_equal(ds["status"].values, want_status.reshape(sweep.shape))
+    assert ds["status"].dtype == template["status"].dtype
+    assert ds["x"].dims == (*lead, "time") and ds["x"].attrs == template["x"].attrs
+    np.testing.assert_array_equal(ds["time"].values, template["time"].values)
+    if kind == "zip":
+        np.testing.assert_array_equal(ds["run"].values, runs)
+        np.testing.assert_array_equal(ds["rho"].values, runs * 0.5)
+    else:
+        for name, axis in sweep.axes.items():
+            np.testing.assert_array_equal(ds[name].values, axis)
+    assert ds.attrs["kernel_seconds"] == 0.5 * len(plan)
+    assert ds.attrs["device_chunks"] == len(plan)
+    assert ds.attrs["target"] == "cpu" and ds.attrs["extra"] == "yes"
     assert "parameter_beta" not in ds.attrs
 
 
-def test_assembler_refuses_an_incomplete_sweep():
+def test_memory_sink_refuses_an_incomplete_sweep_and_foreign_chunks(spec):
     sweep = cd.Sweep.zip(rho=np.arange(10.0))
-    assembler = SweepAssembler(sweep, ["rho"])
-    chunk = plan_chunks(10, 1, [100], max_chunk_runs=5)[0]
-    assembler.add(chunk, _fake_chunk(chunk.start, chunk.stop))
-    with pytest.raises(RuntimeError, match=f"only {chunk.n_runs} of 10 runs"):
-        assembler.dataset({})
+    sink, plan, template = _memory_sink(spec, sweep, max_chunk_runs=5)
+    chunk = plan[0]
+    assert chunk == Chunk(0, 0, 5)
+    sink.add(chunk, _fake_chunk(template, chunk))
+    with pytest.raises(RuntimeError, match="only 5 of 10 runs"):
+        sink.finish({})
+    with pytest.raises(ValueError, match="time"):  # another time axis
+        sink.add(plan[1], _fake_chunk(template, plan[1], time=[0.0, 1.0, 2.0, 3.0, 4.0]))
+    with pytest.raises(ValueError, match="returned 5 runs, expected 4"):  # wrong size
+        sink.add(Chunk(1, 5, 9), _fake_chunk(template, plan[1]))
 
 
 def test_text_progress_bar():

@@ -15,7 +15,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from cubie_dist.plan import plan_chunks
+from cubie_dist.chunks import plan_chunks
 from cubie_dist.sweep import INT64_MAX, Sweep
 
 
@@ -213,7 +213,8 @@ def test_billion_run_grid_is_cheap():
     try:
         t0 = time.perf_counter()
         sweep = Sweep.grid(a=axis, b=axis * 2, c=axis * 3)
-        plan = plan_chunks(sweep.n_runs, 4096, [8 * 10**9, 6 * 10**9], min_chunk_runs=512)
+        plan = plan_chunks(sweep.n_runs, 4096, [8 * 10**9, 6 * 10**9], min_chunk_runs=512,
+                           shape=sweep.shape)
         tail = sweep.inputs(10**9 - 5, 10**9)
         last = plan.chunks[-1]
         text = repr(plan)
@@ -227,7 +228,9 @@ def test_billion_run_grid_is_cheap():
     np.testing.assert_array_equal(tail["b"], 2 * axis[(i // 1000) % 1000])
     np.testing.assert_array_equal(tail["c"], 3 * axis[i % 1000])
     np.testing.assert_array_equal(tail["c"], 3 * axis[995:])
-    assert last.stop == 10**9
+    # 0.8 * 6e9 / 4096 = 1_171_875 runs fit: one whole (b, c) plane of 10**6 per chunk
+    assert plan.block_shape == (1, 1000, 1000)
+    assert last.index == 999 and last.start == 999 * 10**6 and last.stop == 10**9
     assert len(text.splitlines()) < 30
     assert elapsed < 0.5
     assert peak < 10 * 2**20

@@ -14,8 +14,9 @@ from distributed import Worker
 from distributed.utils_test import gen_cluster
 
 import cubie_dist as cd
-from cubie_dist.inputs import resolve_inputs
-from cubie_dist.plan import plan_chunks
+from cubie_dist.chunks import plan_chunks
+from cubie_dist.inputs import coordinate_name, resolve_inputs
+from cubie_dist.layout import SweepLayout
 from cubie_dist.tasks import call_token, key_name, submit_chunk
 from cubie_dist.worker import PLUGIN_NAME, SolverPlugin
 from cubie_kernel.systems import exponential_decay
@@ -54,10 +55,14 @@ async def test_chunk_tasks_carry_key_retries_resources_and_futures(c, s, a):
     spec = decay_spec(0.1)
     sweep = cd.Sweep.zip(k=np.linspace(0.5, 2.0, 20))
     inputs = cd_inputs(spec, sweep)
-    chunk = plan_chunks(20, 1, [100], max_chunk_runs=5)[2]
-    futures = await c.scatter({"spec-key": spec, "sweep-key": sweep})
-    name = key_name(spec.token(), sweep.token(), call_token(spec, sweep, inputs, 1.0, 0, 0, 4))
-    future = submit_chunk(c, chunk, futures["spec-key"], futures["sweep-key"], name,
+    plan = plan_chunks(20, 1, [100], max_chunk_runs=5)
+    chunk = plan[2]
+    labels = (coordinate_name(spec.system, "k"),)
+    layout = SweepLayout(sweep, labels, plan, spec.empty_result(1.0, swept=labels))
+    futures = await c.scatter({"spec-key": spec, "layout-key": layout})
+    name = key_name(spec.token(), sweep.token(),
+                    call_token(spec, sweep, inputs, 1.0, 0, 0, plan.block_shape))
+    future = submit_chunk(c, chunk, futures["spec-key"], futures["layout-key"], name,
                           (inputs, 1.0, 0.0, 0.0), retries=2, resources={"GPU": 1})
     while future.key not in s.tasks:
         await asyncio.sleep(0.01)
@@ -66,11 +71,15 @@ async def test_chunk_tasks_carry_key_retries_resources_and_futures(c, s, a):
     assert name.startswith(f"cubie-chunk-{spec.token()[:16]}-{sweep.token()[:16]}-")
     assert task.retries == 2 and task.resource_restrictions == {"GPU": 1}
     assert task.state == "no-worker"  # the only worker advertises no GPU
-    # the spec and sweep are dependencies (scattered data), not task arguments
-    assert {dep.key for dep in task.dependencies} == {"spec-key", "sweep-key"}
-    # same work, same key
-    again = key_name(spec.token(), sweep.token(), call_token(spec, sweep, inputs, 1.0, 0, 0, 4))
+    # the spec and layout are dependencies (scattered data), not task arguments
+    assert {dep.key for dep in task.dependencies} == {"spec-key", "layout-key"}
+    # same work, same key; other times or other blocks, another key
+    again = key_name(spec.token(), sweep.token(),
+                     call_token(spec, sweep, inputs, 1.0, 0, 0, plan.block_shape))
     assert again == name
+    assert plan.block_shape == (5,)
     assert key_name(spec.token(), sweep.token(),
-                    call_token(spec, sweep, inputs, 2.0, 0, 0, 4)) != name
+                    call_token(spec, sweep, inputs, 2.0, 0, 0, (5,))) != name
+    assert key_name(spec.token(), sweep.token(),
+                    call_token(spec, sweep, inputs, 1.0, 0, 0, (4,))) != name
     await c.cancel([future])

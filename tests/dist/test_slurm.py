@@ -224,8 +224,12 @@ def test_cli_run_on_slurm_equals_the_direct_solve(job_dir):
         np.testing.assert_array_equal(ds[name].values.reshape(120, 1), reference[name].values)
 
 
-def test_sweep_survives_a_cancelled_worker_job(job_dir):
-    """scancel one worker's job mid-sweep: its chunks re-run, the result is complete."""
+@pytest.mark.parametrize("to_store", [False, True], ids=["memory", "store"])
+def test_sweep_survives_a_cancelled_worker_job(job_dir, to_store):
+    """scancel one worker's job mid-sweep: its chunks re-run, the result is complete.
+
+    With a store, the workers write their own regions: the cancelled job's
+    chunk (partly written or not) is rewritten whole by the survivor."""
     rho = np.linspace(0.0, 30.0, 4000)
     sigma = np.full_like(rho, 10.0)
     spec = cd.SolverSpec(lorenz(), **SWEEP_SETTINGS)
@@ -239,7 +243,8 @@ def test_sweep_survives_a_cancelled_worker_job(job_dir):
 
         def run():
             result["ds"] = cd.run_sweep(
-                spec, sweep, duration, client=client, progress=False, max_chunk_runs=100
+                spec, sweep, duration, client=client, progress=False, max_chunk_runs=100,
+                store=job_dir / "out.zarr" if to_store else None,
             )
 
         thread = threading.Thread(target=run)
@@ -256,6 +261,9 @@ def test_sweep_survives_a_cancelled_worker_job(job_dir):
         assert not thread.is_alive(), "the sweep did not finish after a worker was lost"
         wait_until(lambda: victim not in client.scheduler_info()["workers"], what="the victim to leave")
     ds = result["ds"]
+    if to_store:
+        ds = xr.open_zarr(job_dir / "out.zarr")
+        assert len(list((job_dir / "out.zarr" / "cubie_chunks").glob("*.json"))) == 40
     reference = direct_lorenz(rho, sigma, duration)
     assert ds.sizes["run"] == rho.size
     for name in ("x", "y", "z"):

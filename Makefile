@@ -32,7 +32,9 @@ $(STAMP): pyproject.toml | $(VPY)
 	touch $@
 
 # The main job: a 10,000-run Lorenz sweep on the embedded local cluster (dask-cuda
-# workers on GPUs, else one cpu worker per core), written to examples/lorenz_grid.zarr.
+# workers on GPUs, else one cpu worker per core); the workers write it into the Zarr
+# store examples/lorenz_grid.zarr (--overwrite: every demo computes afresh instead of
+# resuming the store of the last one).
 demo: venv
 	$(VENV)/bin/cubie-dist run examples/lorenz_grid.yaml --overwrite
 

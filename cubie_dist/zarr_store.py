@@ -177,16 +177,20 @@ class ZarrStore:
     def check_resumable(self, wanted: Mapping[str, str], overwrite: bool) -> bool:
         """Decide what to do with what is at ``path``; True to resume it.
 
-        Returns False when there is nothing to resume (no store, or
-        ``overwrite``). Raises :class:`StoreMismatchError` when the store
+        Returns False when there is nothing to resume (nothing at ``path``,
+        an empty folder, or ``overwrite``). Raises FileNotFoundError when
+        the folder that should hold the store does not exist. Raises :class:`StoreMismatchError` when the store
         holds a different sweep (naming every difference), or when
         ``path`` is something else than a cubie-dist store and would have
         to be replaced without ``overwrite``; raises it also, even with
         ``overwrite``, for a path that is not a Zarr store at all (never
         deleted).
         """
-        if not self.exists():
-            return False
+        folder = Path(self.path).parent
+        if not folder.is_dir():
+            raise FileNotFoundError(f"store {self.path}: folder {folder} does not exist")
+        if not self.exists() or (Path(self.path).is_dir() and not any(Path(self.path).iterdir())):
+            return False  # nothing there, or an empty folder made for it
         if not self.is_zarr():
             raise StoreMismatchError(
                 f"{self.path} exists and is not a Zarr store; choose another path "
@@ -219,6 +223,8 @@ class ZarrStore:
         """Write the metadata-only template (replacing any store at ``path``)."""
         if self.is_zarr():
             shutil.rmtree(self.path)
+        elif self.exists():
+            os.rmdir(self.path)  # only ever an empty folder (check_resumable)
         template = layout.allocate(lazy=True)
         plan = layout.plan
         template.attrs = layout.attrs({}, (), provenance) | {

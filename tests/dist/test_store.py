@@ -337,3 +337,17 @@ def test_store_is_removed_by_overwrite_only_when_asked(client, spec, tmp_path):
     cd.run_sweep(spec, sweep, DURATION, client=client, progress=False, store=path, overwrite=True)
     assert all(markers(path)[j] != before[j] for j in before)
     shutil.rmtree(path)
+
+
+def test_store_paths_checked_before_anything_runs(spec, tmp_path):
+    sweep = SWEEPS["zip"]()
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        prepare_sweep(spec, sweep, DURATION, store=tmp_path / "missing" / "s.zarr")
+    (tmp_path / "empty.zarr").mkdir()  # an empty folder made for the store is used
+    call = prepare_sweep(spec, sweep, DURATION, store=tmp_path / "empty.zarr")
+    assert call.resume is False
+    with pytest.raises(ValueError, match="write_on must be one of"):
+        prepare_sweep(spec, sweep, DURATION, store=tmp_path / "s.zarr", write_on="nodes")
+    with pytest.raises(TypeError, match="store must be a path"):
+        prepare_sweep(spec, sweep, DURATION, store=3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.zarr"]

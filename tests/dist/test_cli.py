@@ -117,11 +117,11 @@ def test_run_on_the_embedded_cluster_writes_the_merged_result(tmp_path, capsys):
 
 
 # ------------------------------------------------------------------ stores from the CLI
-SLOW = {  # 8 chunks of ~0.5-1 s each on the embedded 2-worker cluster
+SLOW = {  # 8 chunks of ~0.5 s each on the embedded 2-worker cluster
     "system": {"example": "lorenz"},
     "solver": {"method": "rk4", "dt": 0.001},
     "sweep": {"kind": "zip", "columns": {"rho": {"linspace": [0.0, 30.0, 4000]}}},
-    "duration": 10.0,
+    "duration": 20.0,
 }
 
 
@@ -180,7 +180,7 @@ def test_killed_client_resumes_and_ends_with_the_same_bytes(tmp_path):
     assert third.returncode == 0, err[-3000:]
     assert array_files(store) == array_files(clean)
     reference = Solver(lorenz(), target="cpu", method="rk4", dt=0.001).solve(
-        parameters={"rho": np.linspace(0.0, 30.0, 4000)}, duration=10.0, grid="verbatim",
+        parameters={"rho": np.linspace(0.0, 30.0, 4000)}, duration=20.0, grid="verbatim",
     )
     resumed = xr.open_zarr(store)
     for name in ("x", "y", "z", "status"):

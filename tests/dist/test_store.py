@@ -294,7 +294,7 @@ def test_killed_worker_mid_sweep_loses_nothing(spec, tmp_path):
 
     sweep = cd.Sweep.zip(rho=np.linspace(0.0, 30.0, 600), sigma=np.full(600, 10.0))
     slow = cd.SolverSpec(lorenz(), method="rk4", dt=1e-3, save_every=None)
-    duration = 20.0  # 20,000 steps per run
+    duration = 100.0  # 100,000 steps per run: ~0.1 s per 25-run chunk
     path = tmp_path / "out.zarr"
     with LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",

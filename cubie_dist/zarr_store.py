@@ -263,7 +263,8 @@ class ZarrStore:
         import zarr
 
         group = zarr.open_group(self.path, mode="r+")
-        group.attrs.update({k: _json_attr(v) for k, v in attrs.items()} | {"complete": 1})
+        # one metadata write for all of them (attrs.update writes once per key)
+        group.update_attributes({k: _json_attr(v) for k, v in attrs.items()} | {"complete": 1})
         with _quiet():
             zarr.consolidate_metadata(self.path)
 

@@ -44,6 +44,27 @@ def assemble(ptx: str, cc) -> dict:
     return {"registers": max(registers), "spill_stores": sum(spills)}
 
 
+#: PTX float64 arithmetic instructions (moves, loads, stores, conversions and
+#: comparisons are not arithmetic).
+F64_ARITHMETIC = re.compile(
+    r"^\s*(add|sub|mul|fma|div|sqrt|rcp|min|max|abs|neg|ex2|lg2)\.[a-z.]*f64\b", re.M
+)
+#: The float64 arithmetic time needs in a float32 kernel: the loop's
+#: t0 + warmup, t_start + duration, t_start + i * save_every (a mul and an
+#: add), t_end - t, t + h, the stall check t + h == t, the first-step
+#: estimate's t + h0 and the step's stage times t + c_i h (12 instructions in
+#: the adaptive kernels, 7 in fixed-step RK4), with a little slack for the
+#: compiler. Everything else (states, stages, error norm, controller, step
+#: size, first-step estimate) is float32: before that was so, an adaptive
+#: float32 Lorenz kernel carried about 200 of them.
+F64_TIME_BUDGET = 16
+
+
+def f64_arithmetic(ptx: str) -> int:
+    """Number of float64 arithmetic instructions in ``ptx``."""
+    return len(F64_ARITHMETIC.findall(ptx))
+
+
 def check(kernel, cc, precision):
     ptx = kernel.ptx(cc)
     assert f".target sm_{cc[0]}{cc[1]}" in ptx
@@ -51,6 +72,10 @@ def check(kernel, cc, precision):
     if precision == np.float32:
         # float32 state must not be computed in float64: only time math is f64
         assert "mul.rn.f32" in ptx or "mul.f32" in ptx or "fma.rn.f32" in ptx
+        assert f64_arithmetic(ptx) <= F64_TIME_BUDGET, (
+            f"{f64_arithmetic(ptx)} float64 arithmetic instructions in a float32 kernel "
+            f"(time needs <= {F64_TIME_BUDGET})"
+        )
     return assemble(ptx, cc)
 
 
@@ -79,6 +104,35 @@ def test_every_method_compiles(method, precision, cc):
 def test_step_control_variants_compile(step):
     kernel = cuda_kernel(lorenz(), method="dormand_prince_54", save_every=0.1, **step)
     check(kernel, (8, 0), np.float64)
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        {"controller": "fixed", "dt": 1e-3},
+        {"controller": "i"},
+        {"controller": "pi", "dt0": 1e-3},
+        {"controller": "pid", "atol": [1e-6, 1e-7, 1e-8], "dt_max": 0.01},
+        {"controller": "gustafsson", "dt_min": 1e-9},
+    ],
+    ids=["fixed", "i", "pi_dt0", "pid_per_state_atol", "gustafsson"],
+)
+def test_float32_kernels_do_float64_arithmetic_on_time_only(step):
+    """Every float32 controller variant (error norm, first-step estimate, factors)."""
+    kernel = cuda_kernel(
+        lorenz(), method="tsit5", save_every=0.1, precision=np.float32,
+        rtol=1e-6, **{"atol": 1e-8, **step},
+    )
+    check(kernel, (9, 0), np.float32)
+
+
+def test_the_float64_count_sees_float64_arithmetic():
+    """The counter itself: a float64 kernel is full of it, a float32 one is not."""
+    settings = dict(method="dormand_prince_54", save_every=0.1, rtol=1e-6, atol=1e-8)
+    f64 = f64_arithmetic(cuda_kernel(lorenz(), precision=np.float64, **settings).ptx((9, 0)))
+    f32 = f64_arithmetic(cuda_kernel(lorenz(), precision=np.float32, **settings).ptx((9, 0)))
+    assert f64 > 10 * F64_TIME_BUDGET
+    assert f32 <= F64_TIME_BUDGET
 
 
 # (locations, shared elements for Lorenz RK4: 3 states, 4 stages, no error buffer)

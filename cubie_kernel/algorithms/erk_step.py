@@ -57,8 +57,9 @@ class ERKStep(CompiledFactory):
     The device function is ``step(state, proposed, error, parameters, t,
     dt, shared, persistent, first_stage)``: it writes the new solution to
     ``proposed`` and, for tableaus with an embedded pair, the local error
-    estimate ``dt * sum_i e_i k_i`` to ``error``; ``t`` and ``dt`` are
-    float64; ``shared``/``persistent`` are the step's own regions.
+    estimate ``dt * sum_i e_i k_i`` to ``error``; ``t`` is float64, ``dt``
+    float64 (fixed steps) or the run's precision (adaptive steps);
+    ``shared``/``persistent`` are the step's own regions.
 
     ``first_stage`` tells an FSAL tableau where ``k_0 = f(t, state)`` comes
     from (other tableaus always evaluate it):
@@ -119,6 +120,7 @@ class ERKStep(CompiledFactory):
         relative = s.tableau.rounding_defect(precision) > ROUNDING_DEFECT_LIMIT
         last = (n_stages - 1) * n_states
         zero = precision(0.0)
+        wide = np.float64
 
         def erk_step(state, proposed, error, parameters, t, dt, shared, persistent, first_stage):
             stages = alloc_stages(shared, persistent)
@@ -142,7 +144,7 @@ class ERKStep(CompiledFactory):
                         for j in range(i):
                             increment += a[i * n_stages + j] * stages[j * n_states + k]
                     stage_state[k] = state[k] + h * increment
-                t_stage = precision(t + c[i] * dt)
+                t_stage = precision(t + wide(c[i] * dt))  # time math in float64
                 dxdt(
                     stage_state,
                     parameters,

@@ -7,13 +7,13 @@ device functions, both compiled lazily from plain Python for the settings'
 target:
 
 ``control(dt, state, proposed, error, shared, persistent) -> (accept, dt_next)``
-    ``dt`` (float64) is the step just attempted; ``state`` holds the values
-    before it, ``proposed`` the values after it and ``error`` its local
-    error estimate ``dt * sum_i e_i k_i`` (1-D arrays of the run's
-    precision, ``n_states`` long); ``shared``/``persistent`` are the
-    controller's own memory regions (what its parent's child allocators
-    hand it). ``accept`` is a bool; ``dt_next`` (float64) is the step to
-    try next, whether this one was accepted or not.
+    ``dt`` (of the run's precision) is the step just attempted; ``state``
+    holds the values before it, ``proposed`` the values after it and
+    ``error`` its local error estimate ``dt * sum_i e_i k_i`` (1-D arrays of
+    the run's precision, ``n_states`` long); ``shared``/``persistent`` are
+    the controller's own memory regions (what its parent's child allocators
+    hand it). ``accept`` is a bool; ``dt_next`` (the run's precision) is the
+    step to try next, whether this one was accepted or not.
 ``reset(shared, persistent)``
     Puts the error history into its start-of-run state. The loop calls it
     once per run, before the first step.
@@ -24,8 +24,9 @@ below it, and the loop checks that and flags the run.
 Error norm
 ----------
 scipy's RMS convention (``scipy.integrate.solve_ivp``; Hairer, Norsett &
-Wanner, *Solving ODEs I*, 2nd ed., Sect. II.4), in float64
-whatever the state precision::
+Wanner, *Solving ODEs I*, 2nd ed., Sect. II.4), in the run's precision
+(float32 runs do no float64 arithmetic here: on most GPUs float64 runs at
+1/32-1/64 of the float32 rate)::
 
     scale_i = atol_i + rtol_i * max(|state_i|, |proposed_i|)
     norm    = sqrt(mean_i (error_i / scale_i) ** 2)
@@ -224,31 +225,31 @@ class ControllerSettings:
 
 # ---------------------------------------------------------------- error norm
 def build_error_norm(settings: ControllerSettings):
-    """Device function ``error_norm(state, proposed, error) -> float64``.
+    """Device function ``error_norm(state, proposed, error) -> precision``.
 
-    The RMS norm of the module docstring; ``inf`` when any ``proposed``
-    value is non-finite. Tolerances are float64 closure tuples and every
-    array element is widened with ``float()`` before use, so float32 runs
-    compute the same norm on the cpu target and in the CUDA simulator.
+    The RMS norm of the module docstring, in the settings' precision
+    (tolerances and constants are closure constants of that type); ``inf``
+    when any ``proposed`` value is non-finite.
     """
     backend = targets.get_target(settings.target)
+    precision = np.dtype(settings.precision).type
     n_states = settings.n_states
-    atol = tuple(float(a) for a in settings.atol)
-    rtol = tuple(float(r) for r in settings.rtol)
-    inv_n = 1.0 / n_states
-    inf = math.inf
+    atol = tuple(precision(a) for a in settings.atol)
+    rtol = tuple(precision(r) for r in settings.rtol)
+    inv_n = precision(1.0 / n_states)
+    inf = precision(math.inf)
+    zero = precision(0.0)
 
     def error_norm(state, proposed, error):
-        total = 0.0
+        total = zero
         for i in range(n_states):
-            new = float(proposed[i])
+            new = proposed[i]
             if not math.isfinite(new):
                 return inf
-            old = float(state[i])
-            scale = atol[i] + rtol[i] * max(abs(old), abs(new))
-            ratio = float(error[i]) / scale
+            scale = atol[i] + rtol[i] * max(abs(state[i]), abs(new))
+            ratio = error[i] / scale
             total += ratio * ratio
-        return math.sqrt(total * inv_n)
+        return precision(math.sqrt(total * inv_n))
 
     return backend.device_jit(error_norm, inline=True)
 
@@ -313,7 +314,7 @@ class StepController(CompiledFactory):
 
     # ------------------------------------------------------------- building
     def build_accepted_factor(self, alloc_history):  # pragma: no cover - abstract
-        """Plain Python ``factor(dt, floored_norm, history) -> float``.
+        """Plain Python ``factor(dt, floored_norm, history) -> precision``.
 
         The raw step factor after an ACCEPTED step (clamped by the caller),
         updating ``history`` as the controller's rule says.
@@ -334,10 +335,14 @@ class StepController(CompiledFactory):
         """
         s = self.compile_settings
         backend = targets.get_target(s.target)
+        precision = np.dtype(s.precision).type
         accepted_factor = backend.device_jit(self.build_accepted_factor(alloc_history), inline=True)
-        safety, min_factor, max_factor, dt_max = s.safety, s.min_factor, s.max_factor, s.dt_max
-        exp_reject = -1.0 / self.k
-        norm_floor = NORM_FLOOR
+        safety, min_factor, max_factor, dt_max = (
+            precision(v) for v in (s.safety, s.min_factor, s.max_factor, s.dt_max)
+        )
+        exp_reject = precision(-1.0 / self.k)
+        norm_floor = precision(NORM_FLOOR)
+        one = precision(1.0)
 
         def control(dt, state, proposed, error, shared, persistent):
             history = alloc_history(shared, persistent)
@@ -345,11 +350,11 @@ class StepController(CompiledFactory):
             if not math.isfinite(norm):
                 return False, min(dt * min_factor, dt_max)
             floored = max(norm, norm_floor)
-            accept = norm <= 1.0
+            accept = norm <= one
             if accept:
                 factor = min(max(accepted_factor(dt, floored, history), min_factor), max_factor)
             else:
-                factor = min(max(safety * floored**exp_reject, min_factor), 1.0)
+                factor = min(max(safety * floored**exp_reject, min_factor), one)
             return accept, min(dt * factor, dt_max)
 
         return control

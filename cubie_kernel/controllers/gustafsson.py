@@ -62,15 +62,17 @@ class GustafssonController(StepController):
 
     def build_accepted_factor(self, alloc_history):
         s = self.compile_settings
-        inv_k = 1.0 / float(self.k)
-        safety = s.safety
-        history_floor = HISTORY_NORM_FLOOR
+        precision = np.dtype(s.precision).type
+        inv_k = precision(1.0 / float(self.k))
+        safety = precision(s.safety)
+        history_floor = precision(HISTORY_NORM_FLOOR)
+        zero = precision(0.0)
 
         def gustafsson_factor(dt, floored, history):
             factor = safety * floored ** (-inv_k)
-            dt_acc = float(history[0])
-            if dt_acc > 0.0:
-                ratio = float(history[1]) / floored
+            dt_acc = history[0]
+            if dt_acc > zero:
+                ratio = history[1] / floored
                 predicted = safety * (dt / dt_acc) * ratio**inv_k * floored ** (-inv_k)
                 factor = min(factor, predicted)
             history[0] = dt

@@ -114,16 +114,17 @@ class PIDController(StepController):
 
     def build_accepted_factor(self, alloc_history):
         s = self.compile_settings
-        exp_now, exp_prev, exp_prev2 = self.exponents
+        precision = np.dtype(s.precision).type
+        exp_now, exp_prev, exp_prev2 = (precision(e) for e in self.exponents)
         n_history = self.history_size
-        safety = s.safety
+        safety = precision(s.safety)
 
         def pid_factor(dt, floored, history):
             factor = safety * floored**exp_now
             if n_history > 0:
-                factor *= float(history[0]) ** exp_prev
+                factor *= history[0] ** exp_prev
             if n_history > 1:
-                factor *= float(history[1]) ** exp_prev2
+                factor *= history[1] ** exp_prev2
                 history[1] = history[0]
             if n_history > 0:
                 history[0] = floored

@@ -150,12 +150,17 @@ class IVPLoop(CompiledFactory):
         adaptive = self.adaptive
         estimate_first_step = self.estimates_first_step
         fsal = self.step.tableau.fsal
+        # Adaptive steps live in the run's precision (so do the controller and
+        # the first-step estimate): float32 runs do float64 arithmetic only on
+        # time. A fixed step stays float64, so that time advances by exactly dt.
+        step_type = precision if adaptive else np.float64
+        wide = np.float64  # time is float64: widen a step before adding it to a time
         if adaptive:
-            dt = 0.0 if s.dt0 is None else float(s.dt0)
+            dt = step_type(0.0 if s.dt0 is None else s.dt0)
         else:
-            dt = float(s.dt)
-        last_step_limit = dt * (1.0 + LAST_STEP_SLACK)
-        dt_min = float(s.dt_min)
+            dt = step_type(s.dt)
+        last_step_limit = float(dt) * (1.0 + LAST_STEP_SLACK)
+        dt_min = step_type(s.dt_min)
         max_steps = int(s.max_steps)
         save_initial = s.save_every is not None
         save_every = float(s.save_every) if save_initial else 0.0
@@ -179,7 +184,7 @@ class IVPLoop(CompiledFactory):
                     last = h >= remaining
                 else:
                     last = remaining <= last_step_limit
-                h_try = remaining if last else h
+                h_try = step_type(remaining) if last else h
                 step(state, proposed, error, parameters, t, h_try, step_s, step_p, first_stage)
                 if adaptive:
                     accept, h_next = control(h_try, state, proposed, error, control_s, control_p)
@@ -199,7 +204,7 @@ class IVPLoop(CompiledFactory):
                         counters[0] = accepted
                         counters[1] = rejected
                         return t_end, max(h, h_next), status, first_stage
-                    t = t + h_try
+                    t = t + wide(h_try)  # widened first: NumPy 2 would add in float32
                 else:
                     after_reject = True
                     rejected += 1
@@ -207,7 +212,7 @@ class IVPLoop(CompiledFactory):
                         first_stage = 2
                 h = h_next
                 if adaptive:
-                    if h < dt_min or t + h == t:
+                    if h < dt_min or t + wide(h) == t:
                         status |= too_small
                     elif accepted + rejected >= max_steps:
                         status |= too_many
@@ -301,40 +306,47 @@ class IVPLoop(CompiledFactory):
         dxdt_py, _ = s.system.python_functions(precision)
         dxdt = backend.device_jit(dxdt_py)
         controls = self.controller.compile_settings
-        atol = tuple(float(a) for a in controls.atol)
-        rtol = tuple(float(r) for r in controls.rtol)
+        atol = tuple(precision(a) for a in controls.atol)
+        rtol = tuple(precision(r) for r in controls.rtol)
         order = self.step.tableau.error_order or 1
-        exponent = 1.0 / (order + 1)
+        exponent = precision(1.0 / (order + 1))
         n_states = s.system.n_states
-        inv_n = 1.0 / n_states
+        inv_n = precision(1.0 / n_states)
+        zero, tiny, flat = precision(0.0), precision(1e-5), precision(1e-15)
+        fallback, shrink = precision(1e-6), precision(1e-3)
+        one_percent, hundred = precision(0.01), precision(100.0)
+        wide = np.float64
 
         def first_step(state, parameters, t, f0, y1, f1, span):
             dxdt(state, parameters, precision(t), f0)
-            d0 = 0.0
-            d1 = 0.0
+            d0 = zero
+            d1 = zero
             for i in range(n_states):
-                scale = atol[i] + rtol[i] * abs(float(state[i]))
-                d0 += (float(state[i]) / scale) ** 2
-                d1 += (float(f0[i]) / scale) ** 2
-            d0 = math.sqrt(d0 * inv_n)
-            d1 = math.sqrt(d1 * inv_n)
-            if d0 < 1e-5 or d1 < 1e-5:
-                h0 = 1e-6
+                scale = atol[i] + rtol[i] * abs(state[i])
+                x = state[i] / scale
+                f = f0[i] / scale
+                d0 += x * x
+                d1 += f * f
+            d0 = precision(math.sqrt(d0 * inv_n))
+            d1 = precision(math.sqrt(d1 * inv_n))
+            if d0 < tiny or d1 < tiny:
+                h0 = fallback
             else:
-                h0 = 0.01 * d0 / d1
-            h0 = min(h0, span)
+                h0 = one_percent * d0 / d1
+            h0 = min(h0, precision(span))
             for i in range(n_states):
-                y1[i] = state[i] + precision(h0) * f0[i]
-            dxdt(y1, parameters, precision(t + h0), f1)
-            d2 = 0.0
+                y1[i] = state[i] + h0 * f0[i]
+            dxdt(y1, parameters, precision(t + wide(h0)), f1)
+            d2 = zero
             for i in range(n_states):
-                scale = atol[i] + rtol[i] * abs(float(state[i]))
-                d2 += ((float(f1[i]) - float(f0[i])) / scale) ** 2
-            d2 = math.sqrt(d2 * inv_n) / h0
-            if d1 <= 1e-15 and d2 <= 1e-15:
-                h1 = max(1e-6, h0 * 1e-3)
+                scale = atol[i] + rtol[i] * abs(state[i])
+                g = (f1[i] - f0[i]) / scale
+                d2 += g * g
+            d2 = precision(math.sqrt(d2 * inv_n)) / h0
+            if d1 <= flat and d2 <= flat:
+                h1 = max(fallback, h0 * shrink)
             else:
-                h1 = (0.01 / max(d1, d2)) ** exponent
-            return min(100.0 * h0, h1, span)
+                h1 = (one_percent / max(d1, d2)) ** exponent
+            return min(hundred * h0, h1, precision(span))
 
         return backend.device_jit(first_step)

@@ -170,16 +170,25 @@ def _wait_for_workers(client, config, source: str) -> None:
 
 
 def _output_path(job, args) -> str:
+    """The output path (``--output``, else the sweep file's, else next to it); its
+    folder must exist: nothing is created behind the user's back."""
     from cubie_dist.sweep_file import check_output_path
 
     if args.output:
         try:
-            return check_output_path(args.output)
+            path = check_output_path(args.output)
         except ValueError as error:
-            raise CLIError(f"--output: {error}") from None
-    if job.output:
-        return str(Path(args.sweep_file).parent / job.output)
-    return str(Path(args.sweep_file).with_suffix(".zarr"))
+            message = str(error).removeprefix("output: ")
+            raise CLIError(f"--output: {message}") from None
+        where = "--output"
+    elif job.output:
+        path, where = str(Path(args.sweep_file).parent / job.output), f"{args.sweep_file}: output"
+    else:
+        path, where = str(Path(args.sweep_file).with_suffix(".zarr")), "output"
+    folder = Path(path).expanduser().absolute().parent
+    if not folder.is_dir():
+        raise CLIError(f"{where}: folder {folder} does not exist; create it first")
+    return path
 
 
 def write_dataset(ds, path: str) -> None:

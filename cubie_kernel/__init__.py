@@ -3,6 +3,7 @@
 from cubie_kernel.batch_kernel import BatchSolverConfig, BatchSolverKernel
 from cubie_kernel.buffers import BufferRegistry
 from cubie_kernel.integrators.single_run import IntegratorSettings, SingleIntegratorRun
+from cubie_kernel.precision import PrecisionWarning
 from cubie_kernel.solver import Solver, solve_ivp
 from cubie_kernel.status import RunFailedError, RunStatus, raise_on_failure
 from cubie_kernel.systems import ODESystem
@@ -17,6 +18,7 @@ __all__ = [
     "BufferRegistry",
     "IntegratorSettings",
     "ODESystem",
+    "PrecisionWarning",
     "RunFailedError",
     "RunStatus",
     "SingleIntegratorRun",

@@ -103,32 +103,45 @@ class BatchSolverKernel(CompiledFactory):
     def update(self, updates: Mapping[str, Any] | None = None, **kwargs) -> set[str]:
         """Route settings: run settings to the run, ``*_location`` keys to the registry.
 
-        Raises KeyError naming keys nobody recognised, before anything
-        changes. Returns the recognised keys.
+        Everything is checked before anything changes: an unknown key or an
+        invalid value raises ValueError (naming it) and leaves the kernel as
+        it was. Returns the recognised keys.
         """
         updates = {**(updates or {}), **kwargs}
         run = self.single_integrator
         location_keys = self.registry.location_keys(run)
         unknown = [k for k in updates if k not in location_keys and k not in RUN_SETTINGS]
         if unknown:
-            raise KeyError(
-                f"unknown setting(s) {sorted(unknown)}; valid: {sorted(RUN_SETTINGS)} "
-                f"and buffer locations {sorted(location_keys)}"
+            raise ValueError(
+                f"unknown setting(s) {sorted(unknown)}; valid settings: "
+                f"{', '.join(sorted(RUN_SETTINGS))} and buffer locations "
+                f"{', '.join(sorted(location_keys))}"
             )
-        recognised = run.update({k: v for k, v in updates.items() if k in RUN_SETTINGS})
+        settings = {k: v for k, v in updates.items() if k in RUN_SETTINGS}
         locations = {k: v for k, v in updates.items() if k in location_keys}
+        if settings:
+            attrs.evolve(run.settings, **settings)  # validates, changes nothing
+        for owner in self._owners():
+            self.registry.check_update(owner, locations)
+        recognised = run.update(settings)
         if locations:
             recognised |= self._update_locations(locations)
         self.refresh()
         return recognised
 
-    def _update_locations(self, locations: Mapping[str, str]) -> set[str]:
-        recognised = set()
-        stack = [self.single_integrator]
+    def _owners(self) -> list:
+        """The run and every registered descendant (buffer owners)."""
+        owners, stack = [], [self.single_integrator]
         while stack:
             owner = stack.pop()
-            recognised |= self.registry.update(owner, locations)
+            owners.append(owner)
             stack.extend(self.registry.children(owner).values())
+        return owners
+
+    def _update_locations(self, locations: Mapping[str, str]) -> set[str]:
+        recognised = set()
+        for owner in self._owners():
+            recognised |= self.registry.update(owner, locations)
         return recognised
 
     # ------------------------------------------------------------------ memory

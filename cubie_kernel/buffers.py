@@ -214,6 +214,21 @@ class BufferRegistry:
         with a value other than ``"shared"`` or ``"local"`` raises.
         """
         key = self._key(owner)
+        recognised = self.check_update(owner, updates)
+        for setting in recognised:
+            value = updates[setting]
+            name = setting[: -len(LOCATION_SUFFIX)]
+            buffer = self._buffers[key][name]
+            self._location_overrides[key][name] = value
+            if buffer.location != value:
+                self._buffers[key][name] = attrs.evolve(buffer, location=value)
+                self._touch(key)
+        return recognised
+
+    def check_update(self, owner, updates: Mapping[str, Any]) -> set[str]:
+        """The keys :meth:`update` would recognise; raises what it would raise,
+        changing nothing (so a caller can check every part of an update first)."""
+        key = self._key(owner)
         recognised = set()
         for setting, value in updates.items():
             if not setting.endswith(LOCATION_SUFFIX):
@@ -229,10 +244,6 @@ class BufferRegistry:
                     f"set {buffer.aliases}_location instead"
                 )
             recognised.add(setting)
-            self._location_overrides[key][name] = value
-            if buffer.location != value:
-                self._buffers[key][name] = attrs.evolve(buffer, location=value)
-                self._touch(key)
         return recognised
 
     def clear(self, owner) -> None:

@@ -119,8 +119,8 @@ class Solver:
     def update(self, updates: Mapping[str, Any] | None = None, **kwargs) -> set[str]:
         """Change settings (method, dt, save_every, precision, target, buffer locations).
 
-        Unknown keys raise KeyError; invalid values raise ValueError and
-        leave the solver unchanged.
+        Unknown keys and invalid values raise ValueError (as the
+        constructor does) and leave the solver unchanged.
         """
         updates = {**(updates or {}), **kwargs}
         if "target" in updates:

@@ -98,12 +98,19 @@ def test_cache_invalidates_only_when_the_loop_function_changes(solver):
 
 
 def test_update_routes_and_rejects_unknown_keys(solver):
-    with pytest.raises(KeyError, match="not_a_setting"):
+    with pytest.raises(ValueError, match="unknown setting.*not_a_setting"):
         solver.update(not_a_setting=1)
-    with pytest.raises(KeyError, match="bogus_location"):
+    with pytest.raises(ValueError, match="bogus_location"):
         solver.update(bogus_location="shared")
     with pytest.raises(ValueError, match="state_location"):
         solver.update(state_location="register")
+    # a failed update changes nothing, whichever part of it is bad
+    before = (solver.settings, solver.kernel.shared_memory_elements)
+    with pytest.raises(ValueError, match="state_location"):
+        solver.update(method="euler", state_location="bogus")
+    with pytest.raises(ValueError):
+        solver.update(state_location="shared", method="no_such_method")
+    assert (solver.settings, solver.kernel.shared_memory_elements) == before
     recognised = solver.update(method="euler", state_location="shared")
     assert recognised == {"method", "state_location"}
     assert solver.settings.method == "euler"

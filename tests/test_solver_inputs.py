@@ -330,3 +330,20 @@ def test_solve_ivp_defaults_to_dormand_prince_like_scipy():
     np.testing.assert_allclose(ds["y"].values[0, -1], np.exp(-2.0), rtol=1e-7)
     with pytest.raises(ValueError, match="dt is the fixed step size.*dt0"):
         solve_ivp(exponential_decay(), {"y": 1.0}, duration=1.0, dt=0.1, target=TARGET)
+
+
+def test_an_rtol_below_what_float32_resolves_warns_and_float64_does_not():
+    import warnings
+
+    from cubie_kernel import PrecisionWarning
+    from cubie_kernel.systems import lorenz
+
+    with pytest.warns(PrecisionWarning, match=r"rtol=1e-10 is below what float32 resolves"):
+        Solver(lorenz(), method="rk45", rtol=1e-10, atol=1e-12, precision="float32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Solver(lorenz(), method="rk45", rtol=1e-10, atol=1e-12, precision="float64")
+        Solver(lorenz(), method="rk45", rtol=1e-6, precision="float32")  # 8 eps = 9.5e-7
+        Solver(lorenz(), method="rk4", dt=0.01, precision="float32")  # fixed: no rtol
+    with pytest.warns(PrecisionWarning, match="float64 resolves"):
+        Solver(lorenz(), method="rk45", rtol=1e-15, precision="float64")

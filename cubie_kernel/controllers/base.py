@@ -61,7 +61,7 @@ import numpy as np
 
 from cubie_kernel import targets
 from cubie_kernel.factory import CompiledFactory
-from cubie_kernel.precision import check_precision
+from cubie_kernel.precision import check_precision, warn_unresolvable_rtol
 
 #: Norms are floored at this before being raised to negative powers
 #: (as RADAU5 does), so an exact step (norm 0) gives a finite factor.
@@ -221,6 +221,8 @@ class ControllerSettings:
                 _check_real(gain, value)
         object.__setattr__(self, "precision", check_precision(self.precision))
         targets.check_target_name(self.target)
+        if self.error_order is not None:  # adaptive: rtol matters
+            warn_unresolvable_rtol(self.rtol, self.precision)
 
 
 # ---------------------------------------------------------------- error norm

@@ -45,6 +45,11 @@ _MB = 1e6
 _REPR_EDGE = 3  # chunks shown at each end of Plan's repr
 
 
+def plural(count: int, noun: str) -> str:
+    """``"1 chunk"``, ``"1,250 chunks"``."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
 def format_bytes(nbytes: float) -> str:
     """Bytes in decimal units with three significant digits, e.g. ``1.43 kB``."""
     for unit in ("B", "kB", "MB", "GB", "TB"):
@@ -266,7 +271,7 @@ class Plan:
         if len(self.shape) > 1:
             blocks = f"; blocks {self.block_shape} of grid {self.shape}"
         lines = [
-            f"Plan: {self.n_runs:,} runs in {self.n_chunks:,} chunks of <= "
+            f"Plan: {plural(self.n_runs, 'run')} in {plural(self.n_chunks, 'chunk')} of <= "
             f"{self.chunk_runs:,} runs x {format_bytes(self.per_run_bytes)} = "
             f"{format_bytes(self.chunk_bytes)} (budget {format_bytes(self.budget_bytes)} per "
             f"worker, {self.n_workers} worker(s); set by {self.limited_by}{blocks})",

@@ -42,12 +42,22 @@ class CLIError(Exception):
         self.status = status
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("cubie-dist")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cubie-dist",
         description="Run sweeps of ODE runs on every GPU (or CPU) a dask cluster offers.",
         epilog="Exit status: 0 success, 1 sweep failed, 2 bad input, 3 cluster unreachable.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     cluster_help = (
@@ -201,6 +211,7 @@ def write_dataset(ds, path: str) -> None:
 
 def command_run(args) -> int:
     import cubie_dist as cd
+    from cubie_dist.chunks import plural
     from cubie_dist.run import prepare_sweep
 
     job = _load_job(args.sweep_file)
@@ -229,8 +240,9 @@ def command_run(args) -> int:
         else:  # the store's summary: nothing of size n_runs is read
             failed = job.sweep.n_runs - json.loads(ds.attrs["status_counts"]).get("0", 0)
     print(
-        f"{job.sweep.n_runs} runs in {elapsed:.1f} s on {int(ds.attrs['plan_n_chunks'])} "
-        f"chunks; {failed} run(s) with a failure status"
+        f"{plural(job.sweep.n_runs, 'run')} in {elapsed:.1f} s on "
+        f"{plural(int(ds.attrs['plan_n_chunks']), 'chunk')}; "
+        f"{plural(failed, 'run')} with a failure status"
     )
     print(f"wrote {output}")
     return EXIT_OK

@@ -19,7 +19,11 @@ _WIDTH = 30
 
 
 class TextProgress:
-    """``[#####.....]  45%  4,500/10,000 runs  12/40 chunks  3.2 s`` on one line.
+    """``[#####.....]  45%  4,500/10,000 runs  12/40 chunks  3.2 s  1,406 runs/s  ETA 3.9 s``.
+
+    One line, redrawn in place. The rate counts runs finished since the first
+    chunk of this call landed (so neither compiling nor a resumed store's runs
+    count), and the ETA assumes it holds.
 
     Parameters
     ----------
@@ -50,26 +54,42 @@ class TextProgress:
         self.refresh = refresh
         self.runs = initial_runs
         self.chunks = initial_chunks
+        self._first: tuple[float, int] | None = None  # (time, runs) at the first chunk
         self._start = time.perf_counter()
         self._drawn_at: float | None = None
+        self._width = 0
         self._drawn_chunks = 0
 
     def line(self) -> str:
-        """The bar's current text."""
+        """The bar's current text: progress, rate and time left once chunks land."""
         fraction = self.runs / self.total_runs if self.total_runs else 1.0
         filled = int(fraction * _WIDTH)
         elapsed = time.perf_counter() - self._start
-        return (
+        text = (
             f"[{'#' * filled}{'.' * (_WIDTH - filled)}] {fraction:4.0%}  "
             f"{self.runs:,}/{self.total_runs:,} runs  "
             f"{self.chunks}/{self.total_chunks} chunks  {elapsed:.1f} s"
         )
+        if self._first is None:
+            if self.runs < self.total_runs:
+                text += "  (first chunks: workers compile the kernel once)"
+            return text
+        first_at, first_runs = self._first  # the rate leaves compiling out
+        since = time.perf_counter() - first_at
+        if self.runs > first_runs and since > 0:
+            rate = (self.runs - first_runs) / since
+            text += f"  {rate:,.0f} runs/s"
+            if self.runs < self.total_runs:
+                text += f"  ETA {(self.total_runs - self.runs) / rate:.1f} s"
+        return text
 
     def update(self, runs: int) -> None:
         """Count one finished chunk of ``runs`` runs; redraw when due."""
+        now = time.perf_counter()
+        if self._first is None:
+            self._first = (now, self.runs + runs)
         self.runs += runs
         self.chunks += 1
-        now = time.perf_counter()
         if now - self._start < self.delay:
             return
         if self._drawn_at is None or now - self._drawn_at >= self.refresh or (
@@ -78,7 +98,9 @@ class TextProgress:
             self._draw(now)
 
     def _draw(self, now: float) -> None:
-        self.stream.write("\r" + self.line())
+        line = self.line()
+        self.stream.write("\r" + line.ljust(self._width))  # blank a longer last line
+        self._width = len(line)
         self.stream.flush()
         self._drawn_at = now
         self._drawn_chunks = self.chunks

@@ -47,7 +47,7 @@ from cubie_dist.spec import SolverSpec
 from cubie_dist.submission import run_chunks
 from cubie_dist.sweep import Sweep
 from cubie_dist.tasks import call_token, key_name, submit_chunk, task_resources
-from cubie_dist.worker import SolverPlugin
+from cubie_dist.worker import SolverPlugin, workers_to_compile
 from cubie_dist.zarr_store import ZarrStore, identity
 
 #: Chunks kept in flight per worker thread (at least :data:`MIN_WINDOW` in all).
@@ -333,6 +333,13 @@ def _run(
                 f"chunks ({sink.done_runs:,} runs) already written"
             )
     client.register_plugin(SolverPlugin())
+    compiling = workers_to_compile(client, spec)
+    if compiling:
+        t = call.template.attrs
+        report(
+            f"compiling {t['system']} {t['method']} {t['precision']} on {compiling} "
+            f"worker{'s' if compiling > 1 else ''} (once per worker, with the first chunks)"
+        )
     # fresh keys per call: reusing a key just released races with its release
     nonce = uuid.uuid4().hex[:12]
     spec_key = f"cubie-spec-{spec.token()[:16]}-{nonce}"

@@ -147,6 +147,16 @@ def _compile_count(dask_worker) -> int:
     return plugin.compile_count if isinstance(plugin, SolverPlugin) else 0
 
 
+def _has_spec(token: str, dask_worker=None) -> bool:
+    plugin = dask_worker.plugins.get(PLUGIN_NAME)
+    return isinstance(plugin, SolverPlugin) and any(k[0] == token for k in plugin.cached_keys)
+
+
+def workers_to_compile(client: Client, spec: SolverSpec) -> int:
+    """How many of the cluster's workers have not yet built ``spec`` (will compile it)."""
+    return sum(not cached for cached in client.run(_has_spec, spec.token()).values())
+
+
 def worker_compile_counts(client: Client) -> dict[str, int]:
     """Solvers built per worker: ``{worker address: compile count}``.
 

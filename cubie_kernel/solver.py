@@ -266,10 +266,28 @@ def solve_ivp(
 ) -> xr.Dataset:
     """Build a :class:`Solver` and solve one batch in one call.
 
-    ``y0`` and ``parameters`` are dicts of name -> scalar or 1-D array;
+    ``y0`` is a dict of state name -> scalar or 1-D array, or, as in scipy,
+    a sequence of one initial value per state (in ``system.state_names``
+    order); ``parameters`` a dict of name -> scalar or 1-D array;
     ``settings`` go to :class:`Solver` (``rtol``, ``atol``, ``dt`` for
     fixed-step methods, ``save_every``, ``target``, ``precision``, ...).
     The default method is Dormand-Prince 5(4), as in scipy's ``solve_ivp``.
+
+    Raises
+    ------
+    ValueError
+        A ``y0`` sequence whose length is not the number of states (naming
+        ``y0`` and the states), and whatever :class:`Solver` and
+        :meth:`Solver.solve` reject.
     """
+    if y0 is not None and not isinstance(y0, Mapping):
+        values = np.asarray(y0, dtype=object)
+        names = system.state_names
+        if values.ndim != 1 or len(values) != len(names):
+            raise ValueError(
+                f"y0 must be a dict of state -> value or a sequence of {len(names)} values, "
+                f"one per state {list(names)}; got {y0!r}"
+            )
+        y0 = dict(zip(names, values.tolist()))
     solver = Solver(system, method=method, **settings)
     return solver.solve(y0, parameters, duration, t0=t0, warmup=warmup, grid=grid)

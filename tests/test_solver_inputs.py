@@ -347,3 +347,23 @@ def test_an_rtol_below_what_float32_resolves_warns_and_float64_does_not():
         Solver(lorenz(), method="rk4", dt=0.01, precision="float32")  # fixed: no rtol
     with pytest.warns(PrecisionWarning, match="float64 resolves"):
         Solver(lorenz(), method="rk45", rtol=1e-15, precision="float64")
+
+
+def test_solve_ivp_takes_y0_as_a_sequence_like_scipy():
+    from cubie_kernel.systems import harmonic_oscillator
+
+    system = harmonic_oscillator()
+    names = system.state_names
+    by_name = solve_ivp(system, dict(zip(names, [0.5, -0.25])), duration=1.0, rtol=1e-8)
+    by_order = solve_ivp(system, [0.5, -0.25], duration=1.0, rtol=1e-8)
+    for name in names:
+        np.testing.assert_array_equal(by_order[name].values, by_name[name].values)
+    with pytest.raises(ValueError, match=r"y0 must be .* sequence of 2 values"):
+        solve_ivp(system, [1.0, 2.0, 3.0], duration=1.0)
+
+
+def test_a_stray_derivative_name_is_named():
+    from cubie_kernel import ODESystem
+
+    with pytest.raises(ValueError, match=r"'dq = -k\*y' assigns 'dq', but 'q' is not a state"):
+        ODESystem(equations=["dq = -k*y"], states={"y": 1.0}, parameters={"k": 1.0})

@@ -383,9 +383,15 @@ def parse_system(
     missing = [s for s in states if f"d{s}" not in defined_by]
     if missing:
         expected = ", ".join(f"'d{s} = ...'" for s in missing)
+        # a left-hand side that looks like a derivative of no state is the likely typo
+        strays = [eq for eq in parsed_equations
+                  if eq.kind == "auxiliary" and eq.target.startswith("d") and len(eq.target) > 1]
+        stray = "".join(
+            f"; equation {eq.text!r} assigns {eq.target!r}, but {eq.target[1:]!r} is not a "
+            f"state (states: {', '.join(map(repr, states))})" for eq in strays)
         raise SystemDefinitionError(
             f"state(s) {', '.join(map(repr, missing))} have no derivative equation "
-            f"(expected {expected})")
+            f"(expected {expected}){stray}")
 
     parsed_observables = []
     for text in _as_strings(observables, "observables"):

@@ -216,3 +216,17 @@ def test_too_large_netcdf_result_exits_2_before_any_cluster(tmp_path, capsys):
     assert err.count("\n") == 1 and "Traceback" not in err
     assert "the merged result needs" in err and "--output x.zarr" in err
     assert out == "" and not (tmp_path / "huge.nc").exists()
+
+
+def test_version_and_plurals(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("cubie-dist ") and out.split()[1][0].isdigit()
+    from cubie_dist.chunks import plan_chunks, plural
+
+    assert plural(1, "chunk") == "1 chunk" and plural(1250, "run") == "1,250 runs"
+    assert repr(plan_chunks(20, 10, [10**9], min_chunk_runs=64)).startswith(
+        "Plan: 20 runs in 1 chunk of <= 20 runs"
+    )

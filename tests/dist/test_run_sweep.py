@@ -327,3 +327,22 @@ def test_text_progress_bar():
     silent = make_progress(False, 100, 4)
     silent.update(100)
     silent.close()
+
+
+def test_text_progress_shows_rate_and_eta_after_compiling():
+    stream = io.StringIO()
+    bar = TextProgress(1000, 4, stream=stream, delay=0.0, refresh=0.0)
+    assert "compile" in bar.line() and "runs/s" not in bar.line()
+    bar.update(250)   # the first chunk: its time is mostly compiling
+    assert "runs/s" not in bar.line()
+    time.sleep(0.05)
+    bar.update(250)
+    line = bar.line()
+    rate = float(line.split("runs/s")[0].split()[-1].replace(",", ""))
+    assert 0 < rate <= 250 / 0.05 * 1.01  # runs since the first chunk over time since it
+    eta = float(line.split("ETA ")[1].split()[0])
+    assert eta == pytest.approx(500 / rate, abs=0.06)
+    bar.update(500)
+    assert "ETA" not in bar.line() and "100%" in bar.line()
+    resumed = TextProgress(1000, 4, initial_runs=600, initial_chunks=3, stream=io.StringIO())
+    assert resumed.line().startswith("[" + "#" * 18) and "600/1,000 runs  3/4 chunks" in resumed.line()

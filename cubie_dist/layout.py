@@ -126,7 +126,7 @@ class SweepLayout:
         coords = {}
         if self.is_grid:
             for label, axis in zip(self.labels, self.sweep.axes.values()):
-                coords[label] = (label, axis, {"long_name": f"swept input {label}"})
+                coords[label] = (label, axis, self.template[label].attrs)
         for name, coord in self.template.coords.items():
             if "run" not in coord.dims:
                 coords[name] = (coord.dims, coord.values, coord.attrs)

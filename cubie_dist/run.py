@@ -391,7 +391,7 @@ def _provenance(
         "system_definition": json.dumps(system.to_dict()),
         "solver_settings": json.dumps(spec.canonical_settings()),
         "spec_token": spec.token(),
-        "sweep": json.dumps(sweep.to_dict()),
+        "sweep": json.dumps(sweep.describe()),  # values: in the coordinates
         "sweep_kind": sweep.kind,
         "sweep_token": sweep.token(),
         "n_runs": sweep.n_runs,

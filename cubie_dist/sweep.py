@@ -528,6 +528,18 @@ class Sweep:
         """
         return self._spec(plain=True)
 
+    def describe(self) -> dict[str, Any]:
+        """A small description for result attributes: kind, names, size, shape.
+
+        A sample's is its whole definition (a few numbers); a grid's axes and
+        a zip's or table's columns are left out: the result's coordinates
+        hold those values already (:meth:`token` still tells sweeps apart).
+        """
+        if self.kind == "sample":
+            return {**self.to_dict(), "n_runs": self.n_runs}
+        return {"kind": self.kind, "names": list(self.names), "n_runs": self.n_runs,
+                "shape": list(self.shape)}
+
     @classmethod
     def from_dict(cls, spec: Mapping[str, Any]) -> Sweep:
         """Rebuild (and re-validate) a sweep from :meth:`to_dict` output.

@@ -127,7 +127,8 @@ def _system(section: Any) -> ODESystem:
             return getattr(systems, name)(**arguments)
         except TypeError as error:
             raise SweepFileError(f"system.arguments: {error}") from None
-    allowed = ("equations", "states", "parameters", "constants", "observables", "name")
+    allowed = ("equations", "states", "parameters", "constants", "observables", "name", "units",
+               "long_names")
     unknown = sorted(set(section) - set(allowed))
     if unknown:
         raise SweepFileError(

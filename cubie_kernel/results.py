@@ -69,13 +69,15 @@ def batch_dataset(
     data_vars = {}
     if save_states:
         for i, name in enumerate(system.state_names):
-            data_vars[name] = (("run", "time"), output.state[:, i, :].T, {"long_name": f"state {name}"})
+            data_vars[name] = (
+                ("run", "time"), output.state[:, i, :].T, describe(system, name, f"state {name}")
+            )
     if save_observables:
         for i, name in enumerate(system.observable_names):
             data_vars[name] = (
                 ("run", "time"),
                 output.observables[:, i, :].T,
-                {"long_name": f"observable {name}"},
+                describe(system, name, f"observable {name}"),
             )
     if output.save_counters.shape[1]:
         for i, name in enumerate(COUNTER_NAMES):
@@ -91,8 +93,34 @@ def batch_dataset(
     n_runs = output.status.shape[0]
     all_coords = {
         "run": ("run", np.arange(n_runs), {"long_name": "run index"}),
-        "time": ("time", output.time, {"long_name": "time", "standard_name": "time"}),
+        "time": ("time", output.time, {**describe(system, "t", "time"), "standard_name": "time"}),
     }
     for name, values in coords.items():
-        all_coords[name] = ("run", values, {"long_name": f"swept input {name}"})
-    return xr.Dataset(data_vars=data_vars, coords=all_coords, attrs=dict(attrs))
+        all_coords[name] = ("run", values, input_attrs(system, name))
+    return xr.Dataset(
+        data_vars=data_vars, coords=all_coords, attrs={"Conventions": CONVENTIONS, **attrs}
+    )
+
+
+#: The CF version results follow (``Conventions`` global attribute).
+CONVENTIONS = "CF-1.10"
+
+
+def describe(system: ODESystem, name: str, default_long_name: str) -> dict[str, str]:
+    """CF ``long_name`` and, when declared, ``units`` of a system name (``"t"``: time)."""
+    out = {"long_name": system.long_names.get(name, default_long_name)}
+    if name in system.units:
+        out["units"] = system.units[name]
+    return out
+
+
+def input_attrs(system: ODESystem, label: str) -> dict[str, str]:
+    """Attrs of a swept input's coordinate: ``initial_<state>`` or a parameter."""
+    from cubie_kernel.inputs import INITIAL_PREFIX
+
+    if label.startswith(INITIAL_PREFIX) and label[len(INITIAL_PREFIX):] in system.state_names:
+        state = label[len(INITIAL_PREFIX):]
+        out = describe(system, state, state)
+        out["long_name"] = f"initial value of {out['long_name']}"
+        return out
+    return describe(system, label, f"parameter {label}")

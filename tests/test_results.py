@@ -320,3 +320,29 @@ def test_names_clashing_with_result_variables_are_refused_up_front(case):
     clashing = case.split()[1]
     with pytest.raises(ValueError, match=clashing):
         Solver(system, dt=DT, save_every=SAVE_EVERY, target=TARGET)
+
+
+def test_declared_units_and_long_names_reach_every_variable_and_coordinate():
+    from cubie_kernel import ODESystem, Solver
+
+    system = ODESystem(
+        ["dx = v", "dv = -k*x"], states={"x": 1.0, "v": 0.0}, parameters={"k": 1.0},
+        observables=["e = 0.5*v**2 + 0.5*k*x**2"],
+        units={"x": "m", "v": "m s-1", "k": "s-2", "e": "J kg-1", "t": "s"},
+        long_names={"x": "position", "t": "time since release"},
+    )
+    ds = Solver(system, method="rk4", dt=0.01, save_every=0.5).solve(
+        {"x": [1.0, 2.0]}, {"k": [1.0, 4.0]}, duration=1.0
+    )
+    assert ds.attrs["Conventions"] == "CF-1.10"
+    assert ds["x"].attrs == {"long_name": "position", "units": "m"}
+    assert ds["v"].attrs == {"long_name": "state v", "units": "m s-1"}
+    assert ds["e"].attrs["units"] == "J kg-1"
+    assert ds["time"].attrs["units"] == "s" and ds["time"].attrs["long_name"] == "time since release"
+    assert ds["k"].attrs["units"] == "s-2"
+    assert ds["initial_x"].attrs == {"long_name": "initial value of position", "units": "m"}
+    with pytest.raises(ValueError, match="units: unknown name 'y'"):
+        ODESystem(["dx = -x"], states={"x": 1.0}, units={"y": "m"})
+    # a system without units keeps the digest it had
+    plain = ODESystem(["dx = -x"], states={"x": 1.0})
+    assert "units" not in plain.to_dict()

@@ -59,6 +59,27 @@ def _values(mapping: Mapping[str, Any] | None, field: str) -> dict[str, float]:
     return out
 
 
+def _labels(mapping: Mapping[str, str] | None, field: str,
+            allowed: tuple[str, ...]) -> dict[str, str]:
+    """Validate ``{known name: non-empty string}`` (units, long names)."""
+    if mapping is None:
+        return {}
+    if not isinstance(mapping, Mapping):
+        raise SystemDefinitionError(
+            f"{field} must be a mapping of name -> string, got {type(mapping).__name__}")
+    out = {}
+    for key, value in mapping.items():
+        if key not in allowed:
+            raise SystemDefinitionError(
+                f"{field}: unknown name {key!r}; allowed: {', '.join(map(repr, allowed))} "
+                "('t' is time)")
+        if not isinstance(value, str) or not value.strip():
+            raise SystemDefinitionError(
+                f"{field}[{key!r}] must be a non-empty string, got {value!r}")
+        out[key] = value.strip()
+    return out
+
+
 class ODESystem:
     """An ODE system ``dx/dt = f(x, p, t)`` written as equation strings.
 
@@ -79,6 +100,12 @@ class ODESystem:
         auxiliaries and earlier observables.
     name : str, optional
         A label for messages and generated code.
+    units : mapping of str to str, optional
+        Units of states, parameters and observables by name, and of time
+        under ``"t"`` (UDUNITS strings such as ``"m s-1"`` or ``"s"``). Results
+        carry them as CF ``units`` attributes, so xarray labels plot axes.
+    long_names : mapping of str to str, optional
+        Descriptive names by the same keys (CF ``long_name``).
 
     Raises
     ------
@@ -104,7 +131,7 @@ class ODESystem:
     """
 
     __slots__ = ("_name", "_equations", "_states", "_parameters", "_constants",
-                 "_observables", "_parsed", "_key", "_built")
+                 "_observables", "_units", "_long_names", "_parsed", "_key", "_built")
 
     def __init__(
         self,
@@ -114,6 +141,8 @@ class ODESystem:
         constants: Mapping[str, float] | None = None,
         observables: Sequence[str] | str | None = None,
         name: str = "ode_system",
+        units: Mapping[str, str] | None = None,
+        long_names: Mapping[str, str] | None = None,
     ) -> None:
         if not isinstance(name, str) or not name.strip():
             raise SystemDefinitionError(f"name must be a non-empty string, got {name!r}")
@@ -126,12 +155,18 @@ class ODESystem:
                               tuple(constant_values), observables)
         texts = tuple(eq.text for eq in parsed.equations)
         observable_texts = tuple(o.text for o in parsed.observables)
+        described = ("t", *parsed.state_names, *parsed.parameter_names,
+                     *parsed.observable_names)
+        unit_strings = _labels(units, "units", described)
+        long_name_strings = _labels(long_names, "long_names", described)
         key = (name, texts, tuple(state_values.items()), tuple(parameter_values.items()),
-               tuple(constant_values.items()), observable_texts)
+               tuple(constant_values.items()), observable_texts,
+               tuple(unit_strings.items()), tuple(long_name_strings.items()))
         for slot, value in (("_name", name), ("_equations", texts),
                             ("_states", state_values), ("_parameters", parameter_values),
                             ("_constants", constant_values),
-                            ("_observables", observable_texts), ("_parsed", parsed),
+                            ("_observables", observable_texts), ("_units", unit_strings),
+                            ("_long_names", long_name_strings), ("_parsed", parsed),
                             ("_key", key), ("_built", {})):
             object.__setattr__(self, slot, value)
 
@@ -164,7 +199,7 @@ class ODESystem:
         ``ODESystem(**system.to_dict()) == system`` holds, and the result is
         JSON-serialisable.
         """
-        return {
+        out = {
             "equations": list(self._equations),
             "states": dict(self._states),
             "parameters": dict(self._parameters),
@@ -172,6 +207,12 @@ class ODESystem:
             "observables": list(self._observables),
             "name": self._name,
         }
+        # only when given: systems without them keep their digest (and tokens)
+        if self._units:
+            out["units"] = dict(self._units)
+        if self._long_names:
+            out["long_names"] = dict(self._long_names)
+        return out
 
     @property
     def digest(self) -> str:
@@ -188,6 +229,16 @@ class ODESystem:
     @property
     def name(self) -> str:
         return self._name
+
+    @property
+    def units(self) -> dict[str, str]:
+        """Declared units by name (``"t"`` for time); a copy."""
+        return dict(self._units)
+
+    @property
+    def long_names(self) -> dict[str, str]:
+        """Declared long names by name (``"t"`` for time); a copy."""
+        return dict(self._long_names)
 
     @property
     def equations(self) -> tuple[str, ...]:

@@ -5,6 +5,7 @@
     cubie-dist run SWEEP.yaml [--cluster CONFIG.yaml] [--output OUT.zarr|OUT.nc] [--overwrite]
                               [--write-on workers|client] [--no-progress]
     cubie-dist plan SWEEP.yaml [--cluster CONFIG.yaml]
+    cubie-dist show RESULT [--plot VAR [--sel DIM=VALUE ...] [--axes DIM [DIM]] [--png PATH]]
     cubie-dist job-script --cluster CONFIG.yaml
 
 Without ``--cluster`` the embedded default cluster is used: one dask worker
@@ -94,6 +95,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plan.add_argument("sweep_file", metavar="SWEEP.yaml", help="sweep file (see examples/)")
     plan.add_argument("--cluster", metavar="CONFIG.yaml", help=cluster_help)
+
+    show = commands.add_parser(
+        "show", help="summarise a result (dims, variables, status, timing); --plot draws one",
+        description="Print what a result holds; with --plot VAR write a PNG of VAR over one "
+        "or two sweep axes, beside a map of the runs' status (needs matplotlib).",
+    )
+    show.add_argument("result", metavar="RESULT", help="a .zarr store or .nc file written by run")
+    show.add_argument("--plot", metavar="VAR", help="variable to draw, e.g. x")
+    show.add_argument(
+        "--sel", metavar="DIM=VALUE", action="append", default=[],
+        help="selection before drawing: an int indexes (time=-1, the default), a float "
+        "picks the nearest value (sigma=10.0); repeatable",
+    )
+    show.add_argument("--axes", metavar="DIM", nargs="+", help="one or two sweep dims to draw "
+                      "against (default: the two longest left)")
+    show.add_argument("--png", metavar="PATH", help="where to write the PNG (default: "
+                      "<RESULT without suffix>_<VAR>.png)")
 
     script = commands.add_parser(
         "job-script", help="print the batch script a SLURM cluster config would submit",
@@ -269,7 +287,37 @@ def command_job_script(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": command_run, "plan": command_plan, "job-script": command_job_script}
+def command_show(args) -> int:
+    from cubie_dist import show
+
+    try:
+        ds = show.open_result(args.result)
+    except FileNotFoundError as error:
+        raise CLIError(str(error)) from None
+    except (ValueError, OSError) as error:
+        raise CLIError(f"{args.result}: cannot open: {error}") from None
+    print(show.summary(ds))
+    if args.plot is None:
+        if args.sel or args.axes or args.png:
+            raise CLIError("--sel, --axes and --png need --plot VAR")
+        return EXIT_OK
+    png = args.png or f"{Path(args.result).with_suffix('')}_{args.plot}.png"
+    if not Path(png).expanduser().absolute().parent.is_dir():
+        raise CLIError(f"--png: folder {Path(png).parent} does not exist")
+    try:
+        axes = show.plot(ds, args.plot, png, show.parse_selection(args.sel), args.axes)
+    except show.PlotUnavailableError as error:
+        raise CLIError(str(error)) from None
+    except (KeyError, ValueError) as error:
+        raise CLIError(str(error.args[0] if error.args else error)) from None
+    print(f"wrote {png} ({args.plot} over {', '.join(axes)})")
+    return EXIT_OK
+
+
+COMMANDS = {
+    "run": command_run, "plan": command_plan, "show": command_show,
+    "job-script": command_job_script,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -230,3 +230,70 @@ def test_version_and_plurals(capsys):
     assert repr(plan_chunks(20, 10, [10**9], min_chunk_runs=64)).startswith(
         "Plan: 20 runs in 1 chunk of <= 20 runs"
     )
+
+
+# ------------------------------------------------------------------ show
+@pytest.fixture(scope="module")
+def small_store(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("show")
+    path = folder / "small.yaml"
+    path.write_text(yaml.safe_dump(SMALL, sort_keys=False))
+    assert main(["run", str(path), "--output", str(folder / "small.zarr"), "--no-progress"]) == 0
+    return folder / "small.zarr"
+
+
+def test_show_summarises_a_store(small_store, capsys):
+    status, out, err = run_cli(capsys, "show", small_store)
+    assert status == 0, err
+    assert "dims: k=4, initial_y=2, time=3" in out
+    assert "y(k, initial_y, time)" in out
+    assert "success" in out and "8  (100.0%)" in out
+    assert "method: rk4" in out
+
+
+def test_show_plot_writes_a_real_png(small_store, capsys, tmp_path):
+    import matplotlib.image
+
+    png = tmp_path / "y.png"
+    status, out, err = run_cli(capsys, "show", small_store, "--plot", "y", "--sel", "time=-1",
+                               "--png", png)
+    assert status == 0, err
+    assert f"wrote {png} (y over k, initial_y)" in out
+    image = matplotlib.image.imread(png)
+    assert image.shape[0] > 300 and image.shape[1] > 600
+    colours = np.unique(image.reshape(-1, image.shape[-1]), axis=0)
+    assert len(colours) > 50  # a heatmap, axes and text; not a blank canvas
+    # one axis: a line plot
+    status, out, err = run_cli(capsys, "show", small_store, "--plot", "y", "--axes", "k",
+                               "--png", tmp_path / "line.png")
+    assert status == 0, err and (tmp_path / "line.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--plot", "nope"], "no variable 'nope'; variables:"),
+        (["--plot", "y", "--sel", "time"], "expected DIM=VALUE"),
+        (["--plot", "y", "--sel", "rho=1"], "'rho' is not a dim of 'y'"),
+        (["--plot", "y", "--axes", "sigma"], "axis 'sigma' is not a dim"),
+        (["--sel", "time=-1"], "need --plot VAR"),
+    ],
+)
+def test_show_errors_are_one_line(small_store, capsys, argv, message):
+    status, _, err = run_cli(capsys, "show", small_store, *argv)
+    assert status == EXIT_BAD_INPUT
+    assert message in err and err.count("\n") == 1
+
+
+def test_show_without_matplotlib_says_how_to_get_it(small_store, capsys, monkeypatch, tmp_path):
+    import sys as _sys
+
+    monkeypatch.setitem(_sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    status, _, err = run_cli(capsys, "show", small_store, "--plot", "y", "--png",
+                             tmp_path / "y.png")
+    assert status == EXIT_BAD_INPUT and "pip install 'cubie-dist[plot]'" in err
+
+
+def test_show_of_a_missing_result(capsys, tmp_path):
+    status, _, err = run_cli(capsys, "show", tmp_path / "nothing.zarr")
+    assert status == EXIT_BAD_INPUT and "no such result" in err

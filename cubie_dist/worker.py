@@ -8,10 +8,11 @@ and its registries are dropped in :meth:`SolverPlugin.teardown`.
 
 Registries
     Every cached solver stack gets its own :class:`~cubie_kernel.BufferRegistry`,
-    created and owned by the plugin (never the process default). One registry
-    shared by several stacks would not do: the kernel's staleness check
-    compares the registry's global ``generation`` counter, so building
-    solver B would make solver A recompile on its next chunk.
+    created and owned by the plugin (never the process default), and
+    dropped with its solver when the cache evicts it. Stacks sharing one
+    registry would not recompile each other (a kernel's staleness check
+    reads only its own subtree's version), but a registry per stack keeps
+    each stack's buffer locations its own and lets eviction free them.
 
 Concurrency
     Lookups are locked, so two threads missing on the same key build one

@@ -9,9 +9,12 @@ really changed:
 - the compiled function of a child factory (read at the point of use);
 - the buffer registry's layout of its owner's subtree (``registry.version``).
 
-Components never copy a child's compiled function into their own settings:
-they read ``child.device_function`` inside ``build``, so a rebuilt child is
-always picked up.
+Components read ``child.device_function`` inside ``build`` instead of
+keeping it in their settings, so a rebuilt child is always picked up. The
+one exception is the batch kernel, whose compile settings
+(``BatchSolverConfig``) hold the run's ``loop_fn`` by design: it pulls the
+current one from the run (``refresh()``) before every read of its own
+``device_function``, so a rebuilt loop still rebuilds the kernel.
 """
 
 from __future__ import annotations

@@ -269,6 +269,8 @@ class SingleIntegratorRun:
 
     @property
     def shared_memory_bytes(self) -> int:
+        """Shared bytes of one run's buffers, WITHOUT padding (the batch kernel's
+        ``shared_memory_bytes`` is the padded per-run stride it launches with)."""
         return self.shared_memory_elements * np.dtype(self.precision).itemsize
 
     @property

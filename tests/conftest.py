@@ -21,6 +21,9 @@ GPU_SKIP_REASON = "no CUDA GPU visible"
 CUDASIM_SKIP_REASON = "set NUMBA_ENABLE_CUDASIM=1 (make test does)"
 # Set by `make test-slurm`: there a missing SLURM is a failure, not a skip.
 REQUIRE_SLURM_ENV = "CUBIE_REQUIRE_SLURM"
+# Set by benchmarks/gpu_check.py (`make gpu-check`): there a missing GPU is a
+# failure, not a skip.
+REQUIRE_GPU_ENV = "CUBIE_REQUIRE_GPU"
 
 
 def simulator_enabled() -> bool:
@@ -108,6 +111,8 @@ def slurm_skip_reason() -> str | None:
 
 def pytest_runtest_setup(item):
     if item.get_closest_marker("gpu") is not None and not real_cuda_gpu_present():
+        if os.environ.get(REQUIRE_GPU_ENV):
+            pytest.fail(f"{GPU_SKIP_REASON} ({REQUIRE_GPU_ENV} is set)", pytrace=False)
         pytest.skip(GPU_SKIP_REASON)
     if item.get_closest_marker("cudasim") is not None and not simulator_enabled():
         pytest.skip(CUDASIM_SKIP_REASON)

@@ -73,7 +73,7 @@ def test_shell_line_runs(command, tmp_path):
         ["bash", "-c", command], cwd=ROOT, capture_output=True, text=True,
         timeout=TIMEOUT_S, env=env,
     )
-    for leftover in ("out.nc",):
+    for leftover in ("out.nc", "examples/lorenz_grid_x.png"):
         (ROOT / leftover).unlink(missing_ok=True)
     assert done.returncode == 0, f"{command}:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
 

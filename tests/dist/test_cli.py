@@ -297,3 +297,21 @@ def test_show_without_matplotlib_says_how_to_get_it(small_store, capsys, monkeyp
 def test_show_of_a_missing_result(capsys, tmp_path):
     status, _, err = run_cli(capsys, "show", tmp_path / "nothing.zarr")
     assert status == EXIT_BAD_INPUT and "no such result" in err
+
+
+def test_output_errors_name_the_option_once_and_create_nothing(tmp_path, capsys):
+    sweep = write(tmp_path, SMALL)
+    status, _, err = run_cli(capsys, "run", sweep, "--output", tmp_path / "x.csv")
+    assert status == EXIT_BAD_INPUT
+    assert err.count("--output:") == 1 and "output: output" not in err and "--output: output" not in err
+    status, _, err = run_cli(capsys, "run", sweep, "--output", tmp_path / "new" / "dir" / "x.zarr")
+    assert status == EXIT_BAD_INPUT and "does not exist" in err
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_tiny_sweep_plan_is_not_set_by_the_budget():
+    from cubie_dist.chunks import plan_chunks
+
+    plan = plan_chunks(20, 100, [8 * 10**9] * 2, min_chunk_runs=64)
+    assert plan.limited_by == "min_chunk_runs" and len(plan) == 1
+    assert "set by min_chunk_runs" in repr(plan)

@@ -84,7 +84,7 @@ def test_bad_output_option(tmp_path, capsys):
 def test_help_documents_every_option():
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices
-    assert set(commands) == {"run", "plan", "job-script"}
+    assert set(commands) == {"run", "plan", "show", "job-script"}
     for name, sub in commands.items():
         text = sub.format_help()
         for action in sub._actions:

@@ -13,8 +13,9 @@ from typing import Any, Mapping
 import attrs
 import numpy as np
 
+from cubie_kernel import kernel_cache, targets
 from cubie_kernel import launch_geometry as geometry
-from cubie_kernel import targets
+from cubie_kernel.integrators import run_state
 from cubie_kernel.factory import CompiledFactory
 from cubie_kernel.integrators.loop import COUNTER_NAMES
 from cubie_kernel.integrators.single_run import SETTINGS as RUN_SETTINGS
@@ -179,7 +180,7 @@ class BatchSolverKernel(CompiledFactory):
         inputs = (system.n_states + system.n_parameters) * self.itemsize
         outputs = self.n_saves(duration) * (run.n_saved_states + run.n_saved_observables)
         outputs *= self.itemsize
-        bookkeeping = (len(COUNTER_NAMES) + 1) * 4
+        bookkeeping = (len(COUNTER_NAMES) + 1) * 4 + run_state.bytes_per_run()
         if run.compile_flags.save_counters:
             bookkeeping += self.n_saves(duration) * len(COUNTER_NAMES) * 4
         scratch = self.registry.scratch_elements(run) * self.itemsize
@@ -189,23 +190,45 @@ class BatchSolverKernel(CompiledFactory):
     def build(self):
         return self.build_kernel()
 
+    @property
+    def backend(self) -> targets.Target:
+        """The :class:`~cubie_kernel.targets.Target` this kernel compiles for."""
+        return targets.get_target(self.target)
+
+    def kernel_sizes(self) -> targets.KernelSizes:
+        """Sizes and the code fingerprint the target builds and launches with."""
+        run = self.single_integrator
+        return targets.KernelSizes(
+            shared=self.shared_memory_elements,
+            persistent=self.registry.persistent_region_size(run, run.target),
+            clock=len(run_state.CLOCK_FIELDS),
+            flags=len(run_state.FLAG_FIELDS),
+            precision=self.config.precision,
+            fingerprint=self.fingerprint(),
+            threads_per_block=self.threads_per_block,
+        )
+
+    def fingerprint(self) -> str:
+        """Digest of everything that changes this kernel's compiled code.
+
+        The run's settings (system definition, method, controller and its
+        tuning, outputs, precision, target), the target's lanes, the buffer
+        layout of every owner in the run's tree, and (inside
+        :func:`~cubie_kernel.kernel_cache.fingerprint`) the library versions
+        and cubie_kernel's source. The key of the on-disk kernel cache.
+        """
+        run = self.single_integrator
+        layouts = [
+            (type(owner).__qualname__, self.registry.layout(owner, run.target))
+            for owner in self._owners()
+        ]
+        return kernel_cache.fingerprint(
+            run.settings, self.backend.lanes(run.precision), self.config.compile_flags, layouts
+        )
+
     def build_kernel(self):
         """Compile the batch kernel with sizes read from the registry now."""
-        run = self.single_integrator
-        backend = targets.get_target(run.target)
-        shared = self.shared_memory_elements
-        if run.target == "cpu":
-            persistent = self.registry.persistent_region_size(run, "cpu")
-            return backend.build_batch_kernel(
-                self.config.loop_fn, shared, persistent, self.config.precision
-            )
-        return backend.build_batch_kernel(
-            self.config.loop_fn,
-            shared,
-            geometry.shared_stride(shared),
-            self.local_memory_elements,
-            self.config.precision,
-        )
+        return self.backend.build_batch_kernel(self.config.loop_fn, self.kernel_sizes())
 
     @property
     def device_function(self):
@@ -213,27 +236,18 @@ class BatchSolverKernel(CompiledFactory):
         return super().device_function
 
     def ptx(self, cc: tuple[int, int] = (8, 0)) -> str:
-        """Real PTX of this kernel for compute capability ``cc`` (no GPU needed)."""
+        """Real PTX of this kernel for compute capability ``cc`` (no GPU needed).
+
+        Raises ValueError on a target that does not compile to PTX.
+        """
         self.refresh()
-        cuda_backend = targets.get_target("cuda")
-        if self.target != "cuda":
-            raise ValueError("ptx() needs a solver built for target='cuda'")
-        shared = self.shared_memory_elements
-        function = cuda_backend.batch_kernel_function(
-            self.config.loop_fn,
-            shared,
-            geometry.shared_stride(shared),
-            self.local_memory_elements,
-            self.config.precision,
-        )
-        signature = cuda_backend.kernel_signature(self.config.precision)
-        return cuda_backend.compile_ptx(function, signature, cc)
+        return self.backend.ptx(self.config.loop_fn, self.kernel_sizes(), tuple(cc))
 
     # --------------------------------------------------------------------- run
     def max_chunk_runs(self, duration: float, memory_bytes: int | None = None) -> int:
         """Runs per device chunk that fit the memory budget."""
         if memory_bytes is None:
-            memory_bytes = targets.get_target(self.target).free_memory_bytes()
+            memory_bytes = self.backend.free_memory_bytes()
         budget = int(memory_bytes * DEVICE_MEMORY_FRACTION)
         per_run = self.per_run_device_bytes(duration)
         if per_run > budget:
@@ -313,19 +327,5 @@ class BatchSolverKernel(CompiledFactory):
         return BatchOutput(times, *arrays, n_chunks=0, kernel_seconds=0.0)
 
     def _launch(self, kernel, arrays, duration, t0, warmup) -> float:
-        n_runs = arrays[-1].shape[0]
         scalars = (float(t0), float(duration), float(warmup))
-        backend = targets.get_target(self.target)
-        if self.target == "cpu":
-            return backend.launch(kernel, n_runs, arrays + scalars)
-        geo = geometry.launch_geometry(
-            n_runs,
-            self.shared_memory_elements,
-            self.itemsize,
-            backend.max_shared_memory_per_block(),
-            self.threads_per_block,
-        )
-        return backend.launch(
-            kernel, n_runs, geo.threads_per_block, geo.shared_bytes_per_block, arrays + scalars
-        )
-
+        return self.backend.launch(kernel, self.kernel_sizes(), tuple(arrays), scalars)

@@ -18,13 +18,16 @@ Locations
     A fresh per-call local array inside the owner's device function
     (``cuda.local.array``); its contents do not survive between calls.
 
-On the ``cpu`` target every location is a slice of one per-run scratch
-array: the kernel hands the loop a ``shared`` slice and a ``persistent``
-slice, and non-persistent local buffers are laid out after the persistent
-ones (allocating inside a hot device function would cost a heap
-allocation per call).
+Where a target's layout policy says so (``Target.local_in_persistent``, the
+``cpu`` target) every location is a slice of one scratch array: the kernel
+hands the loop a ``shared`` slice and a ``persistent`` slice, and
+non-persistent local buffers are laid out after the persistent ones
+(allocating inside a hot device function would cost a heap allocation per
+call).
 
-All sizes are in ELEMENTS of the run's precision.
+All sizes and offsets here are in ELEMENTS of the run's precision, per run;
+allocators scale them by the target's lanes (runs advanced together, see
+:mod:`cubie_kernel.targets`).
 """
 
 from __future__ import annotations
@@ -327,7 +330,7 @@ class BufferRegistry:
         non-persistent local buffers live in this region too.
         """
         size = self.persistent_local_buffer_size(owner)
-        if targets.check_target_name(target) == "cpu":
+        if targets.get_target(target).local_in_persistent:
             size += self.total_local_buffer_size(owner)
         return size
 
@@ -347,7 +350,7 @@ class BufferRegistry:
         ``"shared"`` / ``"persistent"`` under ``"<child>.shared"``
         and ``"<child>.persistent"``.
         """
-        target = targets.check_target_name(target)
+        in_persistent = targets.get_target(target).local_in_persistent
         slots: dict[str, Slot] = {}
         offsets = {"shared": 0, "persistent": 0}
 
@@ -362,7 +365,7 @@ class BufferRegistry:
                 continue
             if buffer.location == "shared":
                 slots[buffer.name] = place("shared", buffer.size)
-            elif buffer.persistent or target == "cpu":
+            elif buffer.persistent or in_persistent:
                 slots[buffer.name] = place("persistent", buffer.size)
             else:
                 slots[buffer.name] = Slot("local", 0, buffer.size)
@@ -372,7 +375,7 @@ class BufferRegistry:
             storage = own[buffer.aliases]
             if storage.location == "local" and not storage.persistent:
                 # a per-call local array cannot be shared: own storage
-                if target == "cpu":
+                if in_persistent:
                     slots[buffer.name] = place("persistent", buffer.size)
                 else:
                     slots[buffer.name] = Slot("local", 0, buffer.size)
@@ -393,32 +396,33 @@ class BufferRegistry:
 
         ``shared`` and ``persistent`` are the owner's own regions (what its
         parent's child allocators handed it). The allocator returns a slice
-        of one of them, or a fresh local array for a non-persistent local
-        buffer on ``cuda``.
+        of one of them (sized for the target's lanes: element ``k`` of lane
+        ``j`` at ``k * lanes + j``), or a fresh local array for a
+        non-persistent local buffer where the target's layout policy keeps
+        those out of the persistent region.
         """
-        target = targets.check_target_name(target)
+        backend = targets.get_target(target)
         if name not in self._buffers.get(id(owner), {}):
             known = ", ".join(self._buffers.get(id(owner), {})) or "none"
             raise KeyError(f"no buffer {name!r} registered for this owner (registered: {known})")
         slot = self.layout(owner, target)[name]
-        return targets.get_target(target).allocator(slot.region, slot.offset, slot.size, precision)
+        lanes = backend.lanes(precision)
+        return backend.allocator(slot.region, slot.offset * lanes, slot.size * lanes, precision)
 
     def get_child_allocators(
-        self, parent, child, name: str, target: str = "cuda"
+        self, parent, child, name: str, target: str = "cuda", precision=np.float64
     ) -> tuple[Callable, Callable]:
         """Device functions handing ``child`` its shared and persistent slices.
 
         Returns ``(shared_slice, persistent_slice)``, each
         ``(shared, persistent) -> array`` over the parent's regions.
         """
-        target = targets.check_target_name(target)
+        backend = targets.get_target(target)
         if self._children.get(id(parent), {}).get(name) is not child:
             raise KeyError(f"{name!r} is not a registered child of this parent")
         slots = self.layout(parent, target)
-        backend = targets.get_target(target)
-        shared = slots[f"{name}.shared"]
-        persistent = slots[f"{name}.persistent"]
-        return (
-            backend.allocator(shared.region, shared.offset, shared.size, None),
-            backend.allocator(persistent.region, persistent.offset, persistent.size, None),
+        lanes = backend.lanes(precision)
+        return tuple(
+            backend.allocator(slot.region, slot.offset * lanes, slot.size * lanes, precision)
+            for slot in (slots[f"{name}.shared"], slots[f"{name}.persistent"])
         )

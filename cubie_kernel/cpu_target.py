@@ -1,116 +1,192 @@
-"""The ``cpu`` target: device functions through ``numba.njit``, runs in a prange.
+"""The ``cpu`` target: blocks of runs advanced in lockstep across SIMD lanes.
 
-Each worker thread of the prange walks an interleaved set of runs
-(``lane, lane + n_lanes, ...``): the cost of a run often grows along a
-sweep (e.g. with a parameter), and contiguous blocks per thread would leave
-cores idle while one thread finishes the expensive end.
+A core's vector units only help when several runs advance together, as the
+threads of a GPU warp do: one run per loop iteration is bound by the latency
+of dependent arithmetic. So each task (one per thread) drives a block of ``L``
+runs (the *lanes*, :meth:`CpuTarget.lanes`): every buffer holds element
+``k`` of lane ``j`` at ``k * L + j``, and the step attempt loops over the
+lanes innermost, which LLVM vectorises. Lanes keep their own step sizes,
+accept/reject decisions, save rows and status; when a lane's run ends it
+takes the task's next run, so the block keeps every lane busy until the
+task runs out of runs.
+
+Tasks take interleaved runs (``task, task + n_tasks, ...``): the cost of a
+run often grows along a sweep (with a parameter), and contiguous ranges per
+thread would leave a core idle while the other finishes the expensive end.
+
+The task kernel is written to a module file in the kernel cache
+(:mod:`cubie_kernel.kernel_cache`) and compiled with ``cache=True``, so a
+second process solving the same spec loads it instead of compiling. Tasks
+run in Python threads over a ``nogil`` kernel rather than in a numba
+``prange``: the same parallelism, without the seconds a parallel region
+adds to every compile.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import os
 import time
 
 import numba
 import numpy as np
 
+from cubie_kernel import kernel_cache
+from cubie_kernel.targets import KernelSizes, Target
+
 #: Options for every device function on this target. ``error_model="numpy"``
 #: makes division by zero give inf/nan as on a GPU instead of raising.
-JIT_OPTIONS = {"error_model": "numpy", "cache": False}
+JIT_OPTIONS = {"error_model": "numpy"}
 
-#: Interleaved lanes per thread (see module docstring).
-LANES_PER_THREAD = 4
+#: Lanes per block, in vector registers: L = LANE_VECTORS * (vector width /
+#: element size). 8 vectors of lanes measured best (simd-lanes note: 64
+#: float64 lanes on AVX-512; 16 and fewer did not vectorise well).
+LANE_VECTORS = 8
 
+#: Environment variable that overrides the lane count (a power of two).
+LANES_ENV = "CUBIE_CPU_LANES"
 
-def device_jit(fn, inline: bool = False):
-    """Compile a plain-Python device function for the cpu target.
+_KERNEL_TEMPLATE = '''\
+"""cubie_kernel cpu batch kernel {fingerprint} (generated; safe to delete)."""
+import numba
+import numpy as np
 
-    ``inline=True`` inlines it into its callers at the Numba IR level: for
-    small functions on the hot path (allocators, the system's right-hand
-    side), where a call through numba's calling convention costs more than
-    the work; big ones stay calls, which keeps compile times down.
-    """
-    return numba.njit(inline="always" if inline else "never", **JIT_OPTIONS)(fn)
+# ``drive`` (the common loop driver) is put into this module's namespace by
+# cubie_kernel.kernel_cache before this code runs.
 
-
-def allocator(region: str, offset: int, size: int, precision):
-    """Allocator ``(shared, persistent) -> array``: a slice of a region.
-
-    On the cpu target every buffer, whatever its location, is a slice of
-    the run's scratch (the registry lays non-persistent local buffers out
-    in the persistent region), so ``region`` is never ``"local"`` here.
-    """
-    start, stop = offset, offset + size
-    if region == "shared":
-
-        def allocate(shared, persistent):
-            return shared[start:stop]
-
-    elif region == "persistent":
-
-        def allocate(shared, persistent):
-            return persistent[start:stop]
-
-    else:
-        raise ValueError(f"the cpu target has no {region!r} region")
-    return device_jit(allocate, inline=True)
+LANES = {lanes}
+N_SHARED = {n_shared}
+N_SCRATCH = {n_scratch}
+N_CLOCK = {n_clock}
+N_FLAGS = {n_flags}
 
 
-def build_batch_kernel(loop_fn, shared_elements: int, persistent_elements: int, precision):
-    """Compile the batch launcher: a parallel loop over runs.
+@numba.njit(nogil=True, error_model="numpy", cache=True)
+def batch_task(initial_values, parameters, state_output, observable_output,
+               counter_output, counters, status, t0, duration, warmup, task, n_tasks):
+    scratch = np.empty(N_SCRATCH, np.{precision})
+    clock = np.zeros(N_CLOCK, np.float64)
+    flags = np.zeros(N_FLAGS, np.int32)
+    drive(initial_values, parameters, state_output, observable_output,
+          counter_output, counters, status, t0, duration, warmup, task, n_tasks,
+          scratch[:N_SHARED], scratch[N_SHARED:], clock, flags)
+'''
+
+
+def vector_bytes() -> int:
+    """Width of the host's widest float vector registers, in bytes."""
+    try:
+        import llvmlite.binding as llvm
+
+        features = llvm.get_host_cpu_features()
+        if features.get("avx512f"):
+            return 64
+        if features.get("avx") or features.get("avx2"):
+            return 32
+    except Exception:  # no feature query on this platform: assume 128-bit vectors
+        pass
+    return 16
+
+
+class CpuTarget(Target):
+    """Device functions through ``numba.njit``; blocks of lanes in a ``prange``.
 
     Parameters
     ----------
-    loop_fn
-        The per-run loop device function (see :mod:`cubie_kernel.integrators.loop`).
-    shared_elements, persistent_elements
-        Per-run sizes of the two regions, read from the registry.
-    precision
-        Float type of state and scratch.
+    lanes
+        Runs per block; None picks them from the vector width and the
+        precision (or the ``CUBIE_CPU_LANES`` environment variable).
     """
-    n_shared = int(shared_elements)
-    n_scratch = n_shared + int(persistent_elements)
-    dtype = np.dtype(precision).type
-    lanes_per_thread = LANES_PER_THREAD
 
-    @numba.njit(parallel=True, **JIT_OPTIONS)
-    def batch_kernel(
-        initial_values, parameters, state_output, observable_output, counter_output,
-        counters, status, t0, duration, warmup,
-    ):
-        n_runs = status.shape[0]
-        n_lanes = min(n_runs, numba.get_num_threads() * lanes_per_thread)
-        for lane in numba.prange(n_lanes):
-            scratch = np.empty(n_scratch, dtype)
-            shared = scratch[:n_shared]
-            persistent = scratch[n_shared:]
-            for run in range(lane, n_runs, n_lanes):
-                status[run] = loop_fn(
-                    initial_values[:, run],
-                    parameters[:, run],
-                    shared,
-                    persistent,
-                    state_output[:, :, run],
-                    observable_output[:, :, run],
-                    counter_output[:, :, run],
-                    counters[:, run],
-                    t0,
-                    duration,
-                    warmup,
-                )
+    name = "cpu"
+    local_in_persistent = True
 
-    return batch_kernel
+    def __init__(self, lanes: int | None = None) -> None:
+        if lanes is None and os.environ.get(LANES_ENV):
+            lanes = int(os.environ[LANES_ENV])
+        if lanes is not None and (lanes < 1 or lanes & (lanes - 1)):
+            raise ValueError(f"lanes must be a power of two >= 1, got {lanes!r}")
+        self._lanes = lanes
 
+    def available(self) -> bool:
+        return True
 
-def launch(kernel, n_runs: int, args) -> float:
-    """Run a compiled batch kernel over host arrays (in place); returns seconds."""
-    start = time.perf_counter()
-    if n_runs:
-        kernel(*args)
-    return time.perf_counter() - start
+    def lanes(self, precision) -> int:
+        if self._lanes is not None:
+            return self._lanes
+        return LANE_VECTORS * vector_bytes() // np.dtype(precision).itemsize
 
+    def device_jit(self, fn, inline: bool = False):
+        """Compile a plain-Python device function with ``numba.njit``.
 
-def free_memory_bytes() -> int:
-    """Host memory available for one batch (bytes)."""
-    import psutil
+        ``inline=True`` inlines it into its callers at the Numba IR level:
+        for small functions on the hot path (allocators, the system's
+        right-hand side), where a call costs more than the work and where
+        the caller's lane loop must see the arithmetic to vectorise it.
+        """
+        return numba.njit(inline="always" if inline else "never", **JIT_OPTIONS)(fn)
 
-    return int(psutil.virtual_memory().available)
+    def allocator(self, region: str, offset: int, size: int, precision):
+        """A slice of the block's ``shared`` or ``persistent`` scratch."""
+        start, stop = int(offset), int(offset) + int(size)
+        if region == "shared":
+
+            def allocate(shared, persistent):
+                return shared[start:stop]
+
+        elif region == "persistent":
+
+            def allocate(shared, persistent):
+                return persistent[start:stop]
+
+        else:
+            raise ValueError(f"the cpu target has no {region!r} region")
+        return self.device_jit(allocate, inline=True)
+
+    def build_batch_kernel(self, driver, sizes: KernelSizes):
+        """The task kernel (one block of lanes), loaded from the kernel cache or compiled into it."""
+        lanes = self.lanes(sizes.precision)
+        source = _KERNEL_TEMPLATE.format(
+            fingerprint=sizes.fingerprint,
+            lanes=lanes,
+            n_shared=sizes.shared * lanes,
+            n_scratch=(sizes.shared + sizes.persistent) * lanes,
+            n_clock=sizes.clock * lanes,
+            n_flags=sizes.flags * lanes,
+            precision=np.dtype(sizes.precision).name,
+        )
+        module = kernel_cache.import_source(
+            "cpu_kernel", source, {"drive": driver}, identity=sizes.fingerprint
+        )
+        return module.batch_task
+
+    def launch(self, kernel, sizes: KernelSizes, arrays: tuple, scalars: tuple) -> float:
+        """Run the batch: one task per thread, each a block of lanes over interleaved runs.
+
+        Tasks run in Python threads; the kernel releases the GIL
+        (``nogil=True``), so they run in parallel. Threads:
+        ``numba.get_num_threads()`` (``NUMBA_NUM_THREADS``), fewer when
+        there are not enough runs to fill their lanes.
+        """
+        n_runs = arrays[-1].shape[0]
+        start = time.perf_counter()
+        if n_runs == 0:
+            return 0.0
+        lanes = self.lanes(sizes.precision)
+        n_tasks = max(1, min(numba.get_num_threads(), -(-n_runs // lanes)))
+        if not kernel.signatures:  # compile (or load) here, not in a pool thread
+            kernel.compile(tuple(numba.typeof(a) for a in (*arrays, *scalars, 0, 1)))
+        if n_tasks == 1:
+            kernel(*arrays, *scalars, 0, 1)
+        else:
+            with concurrent.futures.ThreadPoolExecutor(n_tasks) as pool:
+                done = [pool.submit(kernel, *arrays, *scalars, task, n_tasks)
+                        for task in range(n_tasks)]
+                for future in done:
+                    future.result()
+        return time.perf_counter() - start
+
+    def free_memory_bytes(self) -> int:
+        import psutil
+
+        return int(psutil.virtual_memory().available)

@@ -6,17 +6,21 @@ A controller is a :class:`~cubie_kernel.factory.CompiledFactory` with two
 device functions, both compiled lazily from plain Python for the settings'
 target:
 
-``control(dt, state, proposed, error, shared, persistent) -> (accept, dt_next)``
-    ``dt`` (of the run's precision) is the step just attempted; ``state``
-    holds the values before it, ``proposed`` the values after it and
-    ``error`` its local error estimate ``dt * sum_i e_i k_i`` (1-D arrays of
-    the run's precision, ``n_states`` long); ``shared``/``persistent`` are
-    the controller's own memory regions (what its parent's child allocators
-    hand it). ``accept`` is a bool; ``dt_next`` (the run's precision) is the
-    step to try next, whether this one was accepted or not.
-``reset(shared, persistent)``
-    Puts the error history into its start-of-run state. The loop calls it
-    once per run, before the first step.
+``control(h, state, proposed, error, accept, h_next, shared, persistent)``
+    For every lane ``j`` of a block (see :mod:`cubie_kernel.targets`):
+    ``h[j]`` (float64 holding a value of the run's precision) is the step
+    just attempted; ``state`` holds the values before it, ``proposed`` the
+    values after it and ``error`` its local error estimate ``dt * sum_i e_i
+    k_i`` (lane-form arrays of the run's precision: state ``i`` of lane
+    ``j`` at ``i * L + j``); ``shared``/``persistent`` are the controller's
+    own memory regions (what its parent's child allocators hand it). It
+    writes ``accept[j]`` (1 or 0, int32) and ``h_next[j]`` (a value of the
+    run's precision), the step to try next, whether this one was accepted or
+    not. One call settles the whole block: a call per lane would cost more
+    than the arithmetic (array arguments are reference-counted per call).
+``reset(shared, persistent, j)``
+    Puts lane ``j``'s error history into its start-of-run state. The loop
+    calls it once per run, before the first step.
 
 The step size is never raised to ``dt_min`` here: ``dt_next`` may fall
 below it, and the loop checks that and flags the run.
@@ -47,7 +51,8 @@ pair's LOWER-order solution (4 for Dormand-Prince 5(4)), so the local
 error behaves like ``dt ** k``.
 
 History lives in one persistent buffer, ``history``, registered under the
-controller (size 0 where none is needed) and updated on accepted steps only.
+controller (size 0 where none is needed; element ``m`` of lane ``j`` at
+``m * L + j``) and updated on accepted steps only.
 """
 
 from __future__ import annotations
@@ -227,14 +232,15 @@ class ControllerSettings:
 
 # ---------------------------------------------------------------- error norm
 def build_error_norm(settings: ControllerSettings):
-    """Device function ``error_norm(state, proposed, error) -> precision``.
+    """Device function ``error_norm(state, proposed, error, j) -> precision``.
 
     The RMS norm of the module docstring, in the settings' precision
     (tolerances and constants are closure constants of that type); ``inf``
-    when any ``proposed`` value is non-finite.
+    when any ``proposed`` value of lane ``j`` is non-finite.
     """
     backend = targets.get_target(settings.target)
     precision = np.dtype(settings.precision).type
+    lanes = backend.lanes(precision)
     n_states = settings.n_states
     atol = tuple(precision(a) for a in settings.atol)
     rtol = tuple(precision(r) for r in settings.rtol)
@@ -242,14 +248,14 @@ def build_error_norm(settings: ControllerSettings):
     inf = precision(math.inf)
     zero = precision(0.0)
 
-    def error_norm(state, proposed, error):
+    def error_norm(state, proposed, error, j):
         total = zero
         for i in range(n_states):
-            new = proposed[i]
+            new = proposed[i * lanes + j]
             if not math.isfinite(new):
                 return inf
-            scale = atol[i] + rtol[i] * max(abs(state[i]), abs(new))
-            ratio = error[i] / scale
+            scale = atol[i] + rtol[i] * max(abs(state[i * lanes + j]), abs(new))
+            ratio = error[i * lanes + j] / scale
             total += ratio * ratio
         return precision(math.sqrt(total * inv_n))
 
@@ -315,11 +321,19 @@ class StepController(CompiledFactory):
         return self.compile_settings.error_order + 1
 
     # ------------------------------------------------------------- building
-    def build_accepted_factor(self, alloc_history):  # pragma: no cover - abstract
-        """Plain Python ``factor(dt, floored_norm, history) -> precision``.
+    @property
+    def lanes(self) -> int:
+        """Runs per block on the settings' target (the history's lane stride)."""
+        s = self.compile_settings
+        return targets.get_target(s.target).lanes(s.precision)
 
-        The raw step factor after an ACCEPTED step (clamped by the caller),
-        updating ``history`` as the controller's rule says.
+    def build_accepted_factor(self):  # pragma: no cover - abstract
+        """Plain Python ``factor(dt, floored_norm, h0, h1) -> (factor, h0, h1)``.
+
+        The raw step factor after an ACCEPTED step (clamped by the caller)
+        and the new history: ``h0``, ``h1`` are the lane's first two history
+        elements (1 where the history is shorter; ignored there), scalars of
+        the run's precision.
         """
         raise NotImplementedError
 
@@ -329,35 +343,50 @@ class StepController(CompiledFactory):
     def build_control(self, error_norm, alloc_history):
         """The shared control frame around :meth:`build_accepted_factor`.
 
-        Non-finite norm: reject, ``dt * min_factor``. Rejected step: the
-        elementary factor ``safety * r**(-1/k)`` in ``[min_factor, 1]``
-        (a filter's history of small errors must never keep the size of a
-        step that failed). Accepted step: the controller's own factor in
-        ``[min_factor, max_factor]``. Then ``min(dt * factor, dt_max)``.
+        For every lane: non-finite norm: reject, ``dt * min_factor``.
+        Rejected step: the elementary factor ``safety * r**(-1/k)`` in
+        ``[min_factor, 1]`` (a filter's history of small errors must never
+        keep the size of a step that failed). Accepted step: the
+        controller's own factor in ``[min_factor, max_factor]``. Then
+        ``min(dt * factor, dt_max)``.
         """
         s = self.compile_settings
         backend = targets.get_target(s.target)
         precision = np.dtype(s.precision).type
-        accepted_factor = backend.device_jit(self.build_accepted_factor(alloc_history), inline=True)
+        accepted_factor = backend.device_jit(self.build_accepted_factor(), inline=True)
         safety, min_factor, max_factor, dt_max = (
             precision(v) for v in (s.safety, s.min_factor, s.max_factor, s.dt_max)
         )
         exp_reject = precision(-1.0 / self.k)
         norm_floor = precision(NORM_FLOOR)
         one = precision(1.0)
+        lanes = self.lanes
+        n_history = self.history_size
 
-        def control(dt, state, proposed, error, shared, persistent):
+        def control(h, state, proposed, error, accept, h_next, shared, persistent):
             history = alloc_history(shared, persistent)
-            norm = error_norm(state, proposed, error)
-            if not math.isfinite(norm):
-                return False, min(dt * min_factor, dt_max)
-            floored = max(norm, norm_floor)
-            accept = norm <= one
-            if accept:
-                factor = min(max(accepted_factor(dt, floored, history), min_factor), max_factor)
-            else:
-                factor = min(max(safety * floored**exp_reject, min_factor), one)
-            return accept, min(dt * factor, dt_max)
+            for j in range(lanes):
+                dt = precision(h[j])
+                norm = error_norm(state, proposed, error, j)
+                if not math.isfinite(norm):
+                    accept[j] = 0
+                    h_next[j] = min(dt * min_factor, dt_max)
+                    continue
+                floored = max(norm, norm_floor)
+                if norm <= one:
+                    h0 = history[j] if n_history > 0 else one
+                    h1 = history[lanes + j] if n_history > 1 else one
+                    factor, h0, h1 = accepted_factor(dt, floored, h0, h1)
+                    if n_history > 0:
+                        history[j] = h0
+                    if n_history > 1:
+                        history[lanes + j] = h1
+                    factor = min(max(factor, min_factor), max_factor)
+                    accept[j] = 1
+                else:
+                    factor = min(max(safety * floored**exp_reject, min_factor), one)
+                    accept[j] = 0
+                h_next[j] = min(dt * factor, dt_max)
 
         return control
 
@@ -373,6 +402,6 @@ class StepController(CompiledFactory):
 
     @property
     def reset_function(self):
-        """The compiled ``reset(shared, persistent)``, rebuilt with the controller."""
+        """The compiled ``reset(shared, persistent, j)``, rebuilt with the controller."""
         self.device_function
         return self._reset

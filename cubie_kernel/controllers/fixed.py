@@ -12,7 +12,7 @@ from cubie_kernel.controllers.base import StepController
 
 
 class FixedController(StepController):
-    """``control(...) -> (True, dt)``; ``reset(...)`` does nothing."""
+    """``control`` accepts every lane and keeps its step; ``reset`` does nothing."""
 
     name = "fixed"
     is_adaptive = False
@@ -29,15 +29,19 @@ class FixedController(StepController):
     def build_control(self, error_norm, alloc_history):
         del error_norm, alloc_history
 
-        def fixed_control(dt, state, proposed, error, shared, persistent):
-            return True, dt
+        lanes = self.lanes
+
+        def fixed_control(h, state, proposed, error, accept, h_next, shared, persistent):
+            for j in range(lanes):
+                accept[j] = 1
+                h_next[j] = h[j]
 
         return fixed_control
 
     def build_reset(self, alloc_history):
         del alloc_history
 
-        def fixed_reset(shared, persistent):
+        def fixed_reset(shared, persistent, j):
             return None
 
         return fixed_reset

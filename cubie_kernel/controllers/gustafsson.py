@@ -19,8 +19,9 @@ Then ``factor`` is clamped to ``[min_factor, max_factor]`` and ``dt_next =
 min(dt * factor, dt_max)``.
 
 History (persistent, 2 elements, updated on accepted steps only):
-``history[0] = dt_acc`` (0 until the first accepted step: "no
-predecessor") and ``history[1] = max(r_acc, HISTORY_NORM_FLOOR)``; RADAU5
+``history[j] = dt_acc`` (0 until the first accepted step: "no
+predecessor") and ``history[L + j] = max(r_acc, HISTORY_NORM_FLOOR)``
+for lane ``j``; RADAU5
 floors the stored norm at 1e-2 so that one very accurate step does not make
 the next prediction explode.
 
@@ -60,7 +61,7 @@ class GustafssonController(StepController):
                     f"{getattr(settings, gain)!r}; use 'pi' or 'pid' to set gains"
                 )
 
-    def build_accepted_factor(self, alloc_history):
+    def build_accepted_factor(self):
         s = self.compile_settings
         precision = np.dtype(s.precision).type
         inv_k = precision(1.0 / float(self.k))
@@ -68,26 +69,24 @@ class GustafssonController(StepController):
         history_floor = precision(HISTORY_NORM_FLOOR)
         zero = precision(0.0)
 
-        def gustafsson_factor(dt, floored, history):
+        def gustafsson_factor(dt, floored, dt_acc, r_acc):
             factor = safety * floored ** (-inv_k)
-            dt_acc = history[0]
             if dt_acc > zero:
-                ratio = history[1] / floored
+                ratio = r_acc / floored
                 predicted = safety * (dt / dt_acc) * ratio**inv_k * floored ** (-inv_k)
                 factor = min(factor, predicted)
-            history[0] = dt
-            history[1] = max(floored, history_floor)
-            return factor
+            return factor, dt, max(floored, history_floor)
 
         return gustafsson_factor
 
     def build_reset(self, alloc_history):
         precision = np.dtype(self.compile_settings.precision).type
         zero, one = precision(0.0), precision(1.0)
+        lanes = self.lanes
 
-        def gustafsson_reset(shared, persistent):
+        def gustafsson_reset(shared, persistent, j):
             history = alloc_history(shared, persistent)
-            history[0] = zero
-            history[1] = one
+            history[j] = zero
+            history[lanes + j] = one
 
         return gustafsson_reset

@@ -45,7 +45,7 @@ with a small integral gain (2/9): it smooths a noisy error sequence, but
 reacts slowly to a poor initial step (a norm of 100 shrinks the step by only
 ~15% per rejection at k = 5).
 
-History: ``history[0] = r_{n-1}``, ``history[1] = r_{n-2}`` (``"pi"`` keeps
+History (lane ``j``): ``history[j] = r_{n-1}``, ``history[L + j] = r_{n-2}`` (``"pi"`` keeps
 only the first, ``"i"`` none), reset to 1 at the start of each run (so the
 first steps are I-steps with gain ``kp + ki + kd``) and shifted on
 accepted steps only.
@@ -112,34 +112,35 @@ class PIDController(StepController):
         k = float(self.k)
         return -(kp + ki + kd) / k, (kp + 2.0 * kd) / k, -kd / k
 
-    def build_accepted_factor(self, alloc_history):
+    def build_accepted_factor(self):
         s = self.compile_settings
         precision = np.dtype(s.precision).type
         exp_now, exp_prev, exp_prev2 = (precision(e) for e in self.exponents)
         n_history = self.history_size
         safety = precision(s.safety)
 
-        def pid_factor(dt, floored, history):
+        def pid_factor(dt, floored, h0, h1):
             factor = safety * floored**exp_now
             if n_history > 0:
-                factor *= history[0] ** exp_prev
+                factor *= h0**exp_prev
             if n_history > 1:
-                factor *= history[1] ** exp_prev2
-                history[1] = history[0]
+                factor *= h1**exp_prev2
+                h1 = h0
             if n_history > 0:
-                history[0] = floored
-            return factor
+                h0 = floored
+            return factor, h0, h1
 
         return pid_factor
 
     def build_reset(self, alloc_history):
         n_history = self.history_size
         one = np.dtype(self.compile_settings.precision).type(1.0)
+        lanes = self.lanes
 
-        def pid_reset(shared, persistent):
+        def pid_reset(shared, persistent, j):
             history = alloc_history(shared, persistent)
             for i in range(n_history):
-                history[i] = one
+                history[i * lanes + j] = one
 
         return pid_reset
 

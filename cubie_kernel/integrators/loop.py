@@ -1,6 +1,17 @@
-"""The per-run integration loop (``IVPLoop``).
+"""The integration loop (``IVPLoop``): one driver for every target.
 
-One run: copy the initial values, integrate an optional warm-up (settling)
+The loop's device function is a *driver* that advances a block of ``L``
+runs (lanes, see :mod:`cubie_kernel.targets`; ``L = 1`` on cuda, one per
+SIMD lane on the cpu). Each pass attempts one step on every lane at once
+(the step's lane loops vectorise) and then settles each lane on its own:
+accept or reject, land on a save time and write the row, end the run, and
+hand the lane the block's next run. Everything a run carries between
+attempts is in the registered per-run state
+(:mod:`cubie_kernel.integrators.run_state`, the controller's ``history``),
+so the same device functions serve one run per thread and many runs in
+lockstep.
+
+Each run: copy the initial values, integrate an optional warm-up (settling)
 interval without saving, then save at the start and every ``save_every``,
 with the last step of each interval clamped to land exactly on the save
 time; the final state is always saved. Time accumulates in float64
@@ -18,7 +29,9 @@ Buffers (registered under the loop, sizes in elements)
     ``n_states`` for adaptive methods (the step's error estimate), else 0.
 ``derivative``
     ``n_states`` when the first step is estimated automatically (scratch of
-    the estimate, see :func:`initial_step` below), else 0.
+    the estimate, see ``IVPLoop._build_first_step``), else 0.
+``parameters``
+    ``n_parameters``: the lane's copy of its run's parameters.
 
 The step and the step-size controller are registered children, so their
 shared and persistent needs roll up into the loop's.
@@ -45,6 +58,7 @@ import numpy as np
 
 from cubie_kernel import targets
 from cubie_kernel.factory import CompiledFactory
+from cubie_kernel.integrators import run_state as rs
 from cubie_kernel.status import RunStatus
 from cubie_kernel.systems import ODESystem
 
@@ -79,13 +93,18 @@ class LoopSettings:
 
 
 class IVPLoop(CompiledFactory):
-    """Factory of the per-run loop device function.
+    """Factory of the loop's driver device function.
 
-    The device function is ``loop(initial_values, parameters, shared,
-    persistent, state_output, observable_output, counter_output, counters,
-    t0, duration, warmup) -> status``: per-run 1-D inputs, the run's 2-D
-    output views (save, variable), its counters view (n_steps, n_rejected),
-    float64 times.
+    The device function is ``drive(initial_values, parameters,
+    state_output, observable_output, counter_output, counters, status, t0,
+    duration, warmup, first_run, run_stride, shared, persistent, clock,
+    flags)``: the batch's whole input arrays ``(variable, run)``, output
+    arrays ``(save, variable, run)``, counters ``(counter, run)`` and
+    status ``(run,)``; float64 times; the runs ``first_run, first_run +
+    run_stride, ...`` go through this block's lanes; ``shared`` and
+    ``persistent`` are the block's scratch regions and ``clock``/``flags``
+    its per-run state (lane form). A target's batch kernel calls it once
+    per block (:meth:`cubie_kernel.targets.Target.build_batch_kernel`).
     """
 
     def __init__(self, settings: LoopSettings, step, controller, output, registry) -> None:
@@ -117,6 +136,7 @@ class IVPLoop(CompiledFactory):
         self._registry.register("proposed_state", self, n)
         self._registry.register("error", self, n if self.step.tableau.adaptive else 0)
         self._registry.register("derivative", self, n if self.estimates_first_step else 0)
+        self._registry.register("parameters", self, self.compile_settings.system.n_parameters)
         children = self._registry.children(self)
         if "step" not in children:
             self._registry.register_child(self, self.step, "step")
@@ -127,26 +147,35 @@ class IVPLoop(CompiledFactory):
         self.register_buffers()
 
     def build(self):
+        """The lane-form driver (see the module docstring); ``target.build_batch_kernel`` wraps it."""
         s = self.compile_settings
         backend = targets.get_target(s.target)
         precision = np.dtype(s.precision).type
+        lanes = backend.lanes(precision)
         registry = self._registry
-        alloc_state = registry.get_allocator("state", self, s.target, precision)
-        alloc_proposed = registry.get_allocator("proposed_state", self, s.target, precision)
-        alloc_error = registry.get_allocator("error", self, s.target, precision)
-        alloc_derivative = registry.get_allocator("derivative", self, s.target, precision)
+
+        def allocator(name):
+            return registry.get_allocator(name, self, s.target, precision)
+
+        alloc_state = allocator("state")
+        alloc_proposed = allocator("proposed_state")
+        alloc_error = allocator("error")
+        alloc_derivative = allocator("derivative")
+        alloc_parameters = allocator("parameters")
         step_shared, step_persistent = registry.get_child_allocators(
-            self, self.step, "step", s.target
+            self, self.step, "step", s.target, precision
         )
         control_shared, control_persistent = registry.get_child_allocators(
-            self, self.controller, "controller", s.target
+            self, self.controller, "controller", s.target, precision
         )
         step = self.step.device_function
         control = self.controller.device_function
         reset_controller = self.controller.reset_function
         save = self.output.device_function
-        first_step = self._build_first_step(backend, precision)
+        first_step = self._build_first_step(backend, precision, lanes)
+        jit = backend.device_jit
         n_states = s.system.n_states
+        n_parameters = s.system.n_parameters
         adaptive = self.adaptive
         estimate_first_step = self.estimates_first_step
         fsal = self.step.tableau.fsal
@@ -168,131 +197,278 @@ class IVPLoop(CompiledFactory):
         too_small = int(RunStatus.STEP_SIZE_TOO_SMALL)
         too_many = int(RunStatus.MAX_STEPS_EXCEEDED)
         nan = precision(np.nan)
+        L = lanes
+        T, T_END, H, H_TRY = (f * L for f in (rs.T, rs.T_END, rs.H, rs.H_TRY))
+        H_NEXT = rs.H_NEXT * L
+        RUN, STATUS, ACCEPTED, REJECTED = (
+            f * L for f in (rs.RUN, rs.STATUS, rs.N_ACCEPTED, rs.N_REJECTED)
+        )
+        FIRST, AFTER_REJECT, SAVE_INDEX, LAST = (
+            f * L for f in (rs.FIRST_STAGE, rs.AFTER_REJECT, rs.SAVE_INDEX, rs.LAST)
+        )
+        ACCEPT, EVENT = rs.ACCEPT * L, rs.EVENT * L
+        NO_EVENT, LANDED, FAILED = rs.NO_EVENT, rs.LANDED, rs.FAILED
 
-        def advance(
-            state, proposed, error, parameters, t, t_end, h, counters,
-            step_s, step_p, control_s, control_p, first_stage,
-        ):
-            """Step from t to t_end (landing on it); returns (t, h, status, first_stage)."""
-            status = 0
-            after_reject = False
-            accepted = counters[0]  # counted in registers, stored on return
-            rejected = counters[1]
-            while True:
-                remaining = t_end - t
+        def all_finite(state, j):
+            for k in range(n_states):
+                if not math.isfinite(state[k * L + j]):
+                    return False
+            return True
+
+        all_finite = jit(all_finite, inline=True)
+
+        def write_row(i, j, state, params, clock, flags, state_output, observable_output,
+                      counter_output):
+            """Output row ``i`` of lane ``j``'s run: counters, then values or NaN."""
+            run = flags[RUN + j]
+            if counter_output.shape[1] > 0:
+                counter_output[i, 0, run] = flags[ACCEPTED + j]
+                counter_output[i, 1, run] = flags[REJECTED + j]
+            if flags[STATUS + j] == 0:
+                save(state, params, clock[T + j], state_output[i, :, run],
+                     observable_output[i, :, run], j)
+            else:
+                for k in range(state_output.shape[1]):
+                    state_output[i, k, run] = nan
+                for k in range(observable_output.shape[1]):
+                    observable_output[i, k, run] = nan
+
+        write_row = jit(write_row)
+
+        def enter(index, j, state, params, clock, flags, state_output, observable_output,
+                  counter_output, t_start, duration):
+            """Make row ``index`` the lane's next save; 1 when the run has no rows left.
+
+            Row 0 of a run that saves its start is written at once (no step).
+            """
+            n_saves = state_output.shape[0]
+            while index < n_saves:
+                if save_initial and index == 0:
+                    write_row(index, j, state, params, clock, flags, state_output,
+                              observable_output, counter_output)
+                    index += 1
+                    continue
+                flags[SAVE_INDEX + j] = index
+                if save_initial and index < n_saves - 1:
+                    clock[T_END + j] = t_start + index * save_every
+                else:
+                    clock[T_END + j] = t_start + duration
+                return 0
+            flags[SAVE_INDEX + j] = index
+            return 1
+
+        enter = jit(enter)
+
+        def fail_rows(j, state, params, clock, flags, state_output, observable_output,
+                      counter_output):
+            """A failed run: its remaining rows hold counters and NaN."""
+            for i in range(max(np.int64(flags[SAVE_INDEX + j]), 0), state_output.shape[0]):
+                write_row(i, j, state, params, clock, flags, state_output, observable_output,
+                          counter_output)
+
+        fail_rows = jit(fail_rows)
+
+        def begin(run, j, initial_values, parameters, state, params, proposed, error,
+                  derivative, clock, flags, control_s, control_p, state_output,
+                  observable_output, counter_output, t0, duration, warmup):
+            """Lane ``j`` takes ``run``; 1 when the run is over without a step."""
+            flags[RUN + j] = run
+            flags[STATUS + j] = 0
+            flags[ACCEPTED + j] = 0
+            flags[REJECTED + j] = 0
+            flags[FIRST + j] = 0
+            flags[AFTER_REJECT + j] = 0
+            flags[LAST + j] = 0
+            for k in range(n_states):
+                state[k * L + j] = initial_values[k, run]
+            for k in range(n_parameters):
+                params[k * L + j] = parameters[k, run]
+            clock[T + j] = t0
+            h = dt
+            if adaptive:
+                reset_controller(control_s, control_p, j)
+                if estimate_first_step:
+                    h = first_step(state, params, t0, error, proposed, derivative,
+                                   warmup + duration, j)
+            clock[H + j] = h
+            t_start = t0 + warmup
+            if warmup > 0.0:
+                flags[SAVE_INDEX + j] = -1
+                clock[T_END + j] = t_start
+                return 0
+            return enter(np.int64(0), j, state, params, clock, flags, state_output,
+                         observable_output, counter_output, t_start, duration)
+
+        begin = jit(begin)
+
+        def finish(j, flags, counters, status):
+            run = flags[RUN + j]
+            counters[0, run] = flags[ACCEPTED + j]
+            counters[1, run] = flags[REJECTED + j]
+            status[run] = flags[STATUS + j]
+            flags[RUN + j] = -1
+
+        finish = jit(finish)
+
+        # prepare and settle work on every lane at once and are written
+        # without branches that depend on a lane (conditional expressions
+        # become selects), so that they vectorise across the block like the
+        # step does; lanes with an event are then handled one by one.
+        def prepare(clock, flags):
+            """Each lane's step to attempt: clamped to its interval's end."""
+            for j in range(L):
+                active = flags[RUN + j] >= 0
+                remaining = clock[T_END + j] - clock[T + j]
+                h = step_type(clock[H + j])
                 if adaptive:
                     last = h >= remaining
                 else:
                     last = remaining <= last_step_limit
                 h_try = step_type(remaining) if last else h
-                step(state, proposed, error, parameters, t, h_try, step_s, step_p, first_stage)
+                flags[LAST + j] = 1 if last else 0
+                clock[H_TRY + j] = h_try if active else 0.0
+
+        prepare = jit(prepare, inline=True)
+
+        def settle(state, proposed, clock, flags):
+            """Every lane's verdict: take accepted steps, advance time, flag events.
+
+            ``flags[EVENT + j]`` becomes LANDED when the lane reached its
+            interval's end, FAILED when its run must stop, else NO_EVENT.
+            Returns the number of lanes with an event.
+            """
+            for k in range(n_states):  # accepted lanes take their proposals
+                for j in range(L):
+                    take = flags[RUN + j] >= 0
+                    if adaptive:
+                        take = take & (flags[ACCEPT + j] != 0)
+                    if take:
+                        state[k * L + j] = proposed[k * L + j]
+            events = 0
+            for j in range(L):
+                active = flags[RUN + j] >= 0
+                h_try = step_type(clock[H_TRY + j])
+                h = step_type(clock[H + j])
                 if adaptive:
-                    accept, h_next = control(h_try, state, proposed, error, control_s, control_p)
+                    accept = flags[ACCEPT + j] != 0
+                    h_next = step_type(clock[H_NEXT + j])
                 else:
                     accept = True
                     h_next = h
-                if accept:
-                    if after_reject and h_next > h_try:
-                        h_next = h_try  # no growth right after a rejection
-                    after_reject = False
-                    for k in range(n_states):
-                        state[k] = proposed[k]
-                    accepted += 1
-                    if fsal:
-                        first_stage = 1
-                    if last:
-                        counters[0] = accepted
-                        counters[1] = rejected
-                        return t_end, max(h, h_next), status, first_stage
-                    t = t + wide(h_try)  # widened first: NumPy 2 would add in float32
-                else:
-                    after_reject = True
-                    rejected += 1
-                    if fsal:
-                        first_stage = 2
-                h = h_next
+                # no growth right after a rejection
+                h_next = h_try if (accept & (flags[AFTER_REJECT + j] != 0) & (h_next > h_try)) else h_next
+                landed = active & accept & (flags[LAST + j] != 0)
+                t_old = clock[T + j]
+                t_new = t_old + wide(h_try) if accept else t_old  # widened: NumPy 2 adds in float32
+                t_new = clock[T_END + j] if landed else t_new
+                h_new = max(h, h_next) if landed else h_next  # landed: keep the unclamped proposal
+                clock[T + j] = t_new if active else t_old
+                clock[H + j] = h_new if active else clock[H + j]
+                flags[ACCEPTED + j] += 1 if (active & accept) else 0
+                flags[REJECTED + j] += 1 if (active & (not accept)) else 0
+                flags[AFTER_REJECT + j] = 0 if accept else 1
+                if fsal:
+                    flags[FIRST + j] = 1 if accept else 2
+                event = LANDED if landed else NO_EVENT
                 if adaptive:
-                    if h < dt_min or t + wide(h) == t:
-                        status |= too_small
-                    elif accepted + rejected >= max_steps:
-                        status |= too_many
-                    if status != 0:
-                        counters[0] = accepted
-                        counters[1] = rejected
-                        return t, h, status, first_stage
+                    going = active & (not landed)
+                    small = going & ((h_new < dt_min) | (t_new + wide(h_new) == t_new))
+                    many = going & (not small) & (
+                        flags[ACCEPTED + j] + flags[REJECTED + j] >= max_steps
+                    )
+                    flags[STATUS + j] |= (too_small if small else 0) | (too_many if many else 0)
+                    event = FAILED if (small | many) else event
+                flags[EVENT + j] = event
+                events += 1 if event != NO_EVENT else 0
+            return events
 
-        advance = backend.device_jit(advance)
+        settle = jit(settle, inline=True)
 
-        def all_finite(state):
-            for k in range(n_states):
-                if not math.isfinite(state[k]):
-                    return False
-            return True
+        def handle_event(j, state, params, clock, flags, state_output, observable_output,
+                         counter_output, t_start, duration):
+            """Lane ``j`` landed or failed: write rows; 1 when its run is over."""
+            if flags[EVENT + j] == LANDED:
+                if not all_finite(state, j):
+                    flags[STATUS + j] |= nonfinite
+                if flags[STATUS + j] == 0:
+                    index = np.int64(flags[SAVE_INDEX + j])  # one signature per helper
+                    if index >= 0:
+                        write_row(index, j, state, params, clock, flags, state_output,
+                                  observable_output, counter_output)
+                    return enter(index + 1, j, state, params, clock, flags, state_output,
+                                 observable_output, counter_output, t_start, duration)
+            fail_rows(j, state, params, clock, flags, state_output, observable_output,
+                      counter_output)
+            return 1
 
-        all_finite = backend.device_jit(all_finite)
+        handle_event = jit(handle_event)
 
-        def ivp_loop(
-            initial_values, parameters, shared, persistent, state_output,
-            observable_output, counter_output, counters, t0, duration, warmup,
-        ):
+        def drive(initial_values, parameters, state_output, observable_output, counter_output,
+                  counters, status, t0, duration, warmup, first_run, run_stride, shared,
+                  persistent, clock, flags):
             state = alloc_state(shared, persistent)
             proposed = alloc_proposed(shared, persistent)
             error = alloc_error(shared, persistent)
             derivative = alloc_derivative(shared, persistent)
+            params = alloc_parameters(shared, persistent)
             step_s = step_shared(shared, persistent)
             step_p = step_persistent(shared, persistent)
             control_s = control_shared(shared, persistent)
             control_p = control_persistent(shared, persistent)
-            for k in range(n_states):
-                state[k] = initial_values[k]
-            counters[0] = 0
-            counters[1] = 0
-            n_saves = state_output.shape[0]
-            status = 0
-            first_stage = 0
-            t = t0
+            n_runs = status.shape[0]
             t_start = t0 + warmup
-            h = dt
-            if adaptive:
-                reset_controller(control_s, control_p)
-                if estimate_first_step:
-                    h = first_step(
-                        state, parameters, t, error, proposed, derivative, warmup + duration
-                    )
-            if warmup > 0.0:
-                t, h, status, first_stage = advance(
-                    state, proposed, error, parameters, t, t_start, h, counters,
-                    step_s, step_p, control_s, control_p, first_stage,
-                )
-                if status == 0 and not all_finite(state):
-                    status |= nonfinite
-            for i in range(n_saves):
-                if i > 0 or not save_initial:
-                    t_save = t_start + duration
-                    if save_initial and i < n_saves - 1:
-                        t_save = t_start + i * save_every
-                    if status == 0:
-                        t, h, status, first_stage = advance(
-                            state, proposed, error, parameters, t, t_save, h, counters,
-                            step_s, step_p, control_s, control_p, first_stage,
-                        )
-                        if status == 0 and not all_finite(state):
-                            status |= nonfinite
-                if counter_output.shape[1] > 0:
-                    counter_output[i, 0] = counters[0]
-                    counter_output[i, 1] = counters[1]
-                if status == 0:
-                    save(state, parameters, t, state_output[i], observable_output[i])
-                else:
-                    for k in range(state_output.shape[1]):
-                        state_output[i, k] = nan
-                    for k in range(observable_output.shape[1]):
-                        observable_output[i, k] = nan
-            return status
+            next_run = np.int64(first_run)  # a prange index may be unsigned:
+            run_stride = np.int64(run_stride)  # unsigned + signed is float in numba
+            active = 0
+            for j in range(L):
+                flags[RUN + j] = -1
+                flags[FIRST + j] = 0
+                clock[T + j] = t0
+                clock[H_TRY + j] = 0.0
+            for j in range(L):
+                while next_run < n_runs:
+                    run = next_run
+                    next_run += run_stride
+                    if begin(run, j, initial_values, parameters, state, params, proposed,
+                             error, derivative, clock, flags, control_s, control_p,
+                             state_output, observable_output, counter_output, t0, duration,
+                             warmup) == 0:
+                        active += 1
+                        break
+                    finish(j, flags, counters, status)
+            while active > 0:
+                prepare(clock, flags)
+                step(state, proposed, error, params, clock[T : T + L], clock[H_TRY : H_TRY + L],
+                     flags[FIRST : FIRST + L], step_s, step_p)
+                if adaptive:
+                    control(clock[H_TRY : H_TRY + L], state, proposed, error,
+                            flags[ACCEPT : ACCEPT + L], clock[H_NEXT : H_NEXT + L],
+                            control_s, control_p)
+                if settle(state, proposed, clock, flags) == 0:
+                    continue
+                for j in range(L):
+                    if flags[EVENT + j] == NO_EVENT:
+                        continue
+                    if handle_event(j, state, params, clock, flags, state_output,
+                                    observable_output, counter_output, t_start,
+                                    duration) == 0:
+                        continue
+                    finish(j, flags, counters, status)
+                    active -= 1
+                    while next_run < n_runs:
+                        run = next_run
+                        next_run += run_stride
+                        if begin(run, j, initial_values, parameters, state, params, proposed,
+                                 error, derivative, clock, flags, control_s, control_p,
+                                 state_output, observable_output, counter_output, t0,
+                                 duration, warmup) == 0:
+                            active += 1
+                            break
+                        finish(j, flags, counters, status)
 
-        return backend.device_jit(ivp_loop)
+        return jit(drive)
 
-    def _build_first_step(self, backend, precision):
+    def _build_first_step(self, backend, precision, lanes):
         """Device function estimating a run's first step (scipy's rule).
 
         Hairer, Norsett & Wanner, Solving ODEs I, Sect. II.4 (as in scipy's
@@ -303,8 +479,8 @@ class IVPLoop(CompiledFactory):
         embedded order; the estimate is ``min(100 h0, h1, span)``.
         """
         s = self.compile_settings
-        dxdt_py, _ = s.system.python_functions(precision)
-        dxdt = backend.device_jit(dxdt_py)
+        dxdt = backend.device_jit(s.system.lane_functions(precision)["dxdt_lane"])
+        L = lanes
         controls = self.controller.compile_settings
         atol = tuple(precision(a) for a in controls.atol)
         rtol = tuple(precision(r) for r in controls.rtol)
@@ -317,14 +493,14 @@ class IVPLoop(CompiledFactory):
         one_percent, hundred = precision(0.01), precision(100.0)
         wide = np.float64
 
-        def first_step(state, parameters, t, f0, y1, f1, span):
-            dxdt(state, parameters, precision(t), f0)
+        def first_step(state, parameters, t, f0, y1, f1, span, j):
+            dxdt(state, parameters, precision(t), f0, j, L)
             d0 = zero
             d1 = zero
             for i in range(n_states):
-                scale = atol[i] + rtol[i] * abs(state[i])
-                x = state[i] / scale
-                f = f0[i] / scale
+                scale = atol[i] + rtol[i] * abs(state[i * L + j])
+                x = state[i * L + j] / scale
+                f = f0[i * L + j] / scale
                 d0 += x * x
                 d1 += f * f
             d0 = precision(math.sqrt(d0 * inv_n))
@@ -335,12 +511,12 @@ class IVPLoop(CompiledFactory):
                 h0 = one_percent * d0 / d1
             h0 = min(h0, precision(span))
             for i in range(n_states):
-                y1[i] = state[i] + h0 * f0[i]
-            dxdt(y1, parameters, precision(t + wide(h0)), f1)
+                y1[i * L + j] = state[i * L + j] + h0 * f0[i * L + j]
+            dxdt(y1, parameters, precision(t + wide(h0)), f1, j, L)
             d2 = zero
             for i in range(n_states):
-                scale = atol[i] + rtol[i] * abs(state[i])
-                g = (f1[i] - f0[i]) / scale
+                scale = atol[i] + rtol[i] * abs(state[i * L + j])
+                g = (f1[i * L + j] - f0[i * L + j]) / scale
                 d2 += g * g
             d2 = precision(math.sqrt(d2 * inv_n)) / h0
             if d1 <= flat and d2 <= flat:

@@ -1,7 +1,8 @@
 """Saving a run's state and observables at save times.
 
-The save device function writes one row of the run's outputs:
-``save(state, parameters, t, state_row, observable_row)``. (Per-save step
+The save device function writes one row of one run's outputs from lane
+``j`` of a block (lane form, see :mod:`cubie_kernel.targets`):
+``save(state, parameters, t, state_row, observable_row, j)``. (Per-save step
 counters are written by the loop, which owns them.) Which outputs
 exist is a compile-time decision (:class:`OutputFlags`, the kernel's
 ``compile_flags``): a disabled output has zero columns and costs nothing.
@@ -86,15 +87,15 @@ class OutputFunctions(CompiledFactory):
         s = self.compile_settings
         backend = targets.get_target(s.target)
         precision = np.dtype(s.precision).type
-        _, observables_py = s.system.python_functions(precision)
-        observables = backend.device_jit(observables_py)
+        observables = backend.device_jit(s.system.lane_functions(precision)["observables_lane"])
+        lanes = backend.lanes(precision)
         n_states = self.n_saved_states
         with_observables = self.n_saved_observables > 0
 
-        def save(state, parameters, t, state_row, observable_row):
+        def save(state, parameters, t, state_row, observable_row, j):
             for k in range(n_states):
-                state_row[k] = state[k]
+                state_row[k] = state[k * lanes + j]
             if with_observables:
-                observables(state, parameters, precision(t), observable_row)
+                observables(state, parameters, precision(t), observable_row, j, lanes)
 
         return backend.device_jit(save)

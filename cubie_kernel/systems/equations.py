@@ -29,14 +29,11 @@ b``); calls to the functions in :data:`ALLOWED_FUNCTIONS`.
 from __future__ import annotations
 
 import ast
-import builtins
 import copy
 import itertools
 import keyword
-import linecache
 import math
 import re
-import threading
 from typing import Callable, Iterable, Mapping, Sequence
 
 import attrs
@@ -560,11 +557,18 @@ def _needed(equations: Sequence[Equation], names: set[str]) -> list[Equation]:
     return keep[::-1]
 
 
-def _unpack(parsed: ParsedSystem, equations: Sequence[Equation]) -> list[str]:
-    """Load every state and parameter that ``equations`` read."""
+def _unpack(parsed: ParsedSystem, equations: Sequence[Equation],
+            lane: bool = False) -> list[str]:
+    """Load every state and parameter that ``equations`` read.
+
+    ``lane``: the arrays are in lane form (element ``i`` of lane ``_j`` at
+    ``i * _lanes + _j``; user names start with a letter, so never clash).
+    """
     used = set().union(set(), *(eq.names for eq in equations))
-    lines = [f"{s} = state[{i}]" for i, s in enumerate(parsed.state_names) if s in used]
-    lines += [f"{p} = parameters[{i}]"
+    at = "[{} * _lanes + _j]" if lane else "[{}]"
+    lines = [f"{s} = state{at.format(i)}" for i, s in enumerate(parsed.state_names)
+             if s in used]
+    lines += [f"{p} = parameters{at.format(i)}"
               for i, p in enumerate(parsed.parameter_names) if p in used]
     return lines
 
@@ -611,18 +615,27 @@ def generate_source(parsed: ParsedSystem, constants: Mapping[str, float],
     derivatives = [eq for eq in parsed.equations if eq.kind == "derivative"]
     aux = _needed(parsed.equations, set().union(*(d.names for d in derivatives)))
     dxdt_eqs = [eq for eq in parsed.equations if eq.kind == "derivative" or eq in aux]
-    dxdt_body = _unpack(parsed, dxdt_eqs)
+    computed = []
     for eq in dxdt_eqs:
-        lhs = f"out[{index[eq.state]}]" if eq.kind == "derivative" else eq.target
-        dxdt_body += _assignment(emit, eq, lhs)
+        lhs = f"_d{index[eq.state]}" if eq.kind == "derivative" else eq.target
+        computed += _assignment(emit, eq, lhs)
+    n = len(parsed.state_names)
+    stores = [f"out[{i}] = _d{i}" for i in range(n)]
+    lane_stores = [f"out[{i} * _lanes + _j] = _d{i}" for i in range(n)]
+    dxdt_body = _unpack(parsed, dxdt_eqs) + computed + stores
+    dxdt_lane_body = _unpack(parsed, dxdt_eqs, lane=True) + computed + lane_stores
+    values = ", ".join(f"_d{i}" for i in range(n)) + ("," if n == 1 else "")
+    dxdt_values_body = computed + [f"return ({values})"]
 
     # observables: again only the auxiliaries they need
     aux = _needed(parsed.equations, set().union(*(o.names for o in parsed.observables)))
-    obs_body = _unpack(parsed, aux + list(parsed.observables))
+    obs_computed = []
     for eq in aux:
-        obs_body += _assignment(emit, eq, eq.target)
+        obs_computed += _assignment(emit, eq, eq.target)
     for j, eq in enumerate(parsed.observables):
-        obs_body += _assignment(emit, eq, eq.target) + [f"out[{j}] = {eq.target}"]
+        obs_computed += _assignment(emit, eq, eq.target) + [f"out[{j}] = {eq.target}"]
+    obs_body = _unpack(parsed, aux + list(parsed.observables)) + obs_computed
+    obs_lane_body = _unpack(parsed, aux + list(parsed.observables), lane=True) + obs_computed
 
     numbers = [(c, float(constants[c])) for c in parsed.constant_names
                if c in emit.used_globals]
@@ -654,25 +667,32 @@ def generate_source(parsed: ParsedSystem, constants: Mapping[str, float],
     lines += _function("observables(state, parameters, t, out)",
                        "out[j] = observable j: "
                        + (", ".join(parsed.observable_names) or "(none)"), obs_body)
+    lines += _function("dxdt_lane(state, parameters, t, out, _j, _lanes)",
+                       "dxdt for lane _j of lane-form arrays (element i at i * _lanes + _j)",
+                       dxdt_lane_body)
+    lines += _function("observables_lane(state, parameters, t, out, _j, _lanes)",
+                       "observables of lane _j of lane-form state and parameters; "
+                       "out is 1-D", obs_lane_body)
+    arguments = ", ".join(("t",) + parsed.state_names + parsed.parameter_names)
+    lines += _function(f"dxdt_values({arguments})",
+                       "the derivatives as a tuple, from scalars", dxdt_values_body)
     return "\n".join(lines).rstrip() + "\n"
 
 
-_build_counter = itertools.count()
-_build_lock = threading.Lock()
+#: The functions :func:`generate_source` defines, in order.
+GENERATED_FUNCTIONS = ("dxdt", "observables", "dxdt_lane", "observables_lane", "dxdt_values")
 
 
-def compile_functions(source: str, label: str) -> tuple[Callable, Callable]:
-    """Execute generated ``source``; return its ``(dxdt, observables)``.
+def compile_functions(source: str, label: str) -> dict[str, Callable]:
+    """Import generated ``source`` as a module; return its functions by name.
 
-    The source is registered in :mod:`linecache` under a unique file name so
-    tracebacks and numba's error messages can show it. Only call this with
-    text from :func:`generate_source`.
+    The module is a file in the kernel cache folder (see
+    :func:`cubie_kernel.kernel_cache.import_source`), so tracebacks and
+    numba's messages show the source, and kernels that call these functions
+    can be cached on disk. Only call this with text from
+    :func:`generate_source`; ``label`` is kept for messages.
     """
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", label)
-    with _build_lock:
-        filename = f"<cubie-system {safe} #{next(_build_counter)}>"
-    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    namespace = {"__name__": "cubie_kernel.systems.generated",
-                 "__builtins__": builtins}
-    exec(compile(source, filename, "exec"), namespace)  # noqa: S102 - generated text
-    return namespace["dxdt"], namespace["observables"]
+    from cubie_kernel import kernel_cache
+
+    module = kernel_cache.import_source("system", source)
+    return {name: getattr(module, name) for name in GENERATED_FUNCTIONS}

@@ -300,7 +300,7 @@ class ODESystem:
 
     # ------------------------------------------------------------------ generated code
 
-    def _generated(self, precision: object) -> tuple[str, Callable, Callable]:
+    def _generated(self, precision: object) -> tuple[str, dict[str, Callable]]:
         dtype = resolve_precision(precision)
         built = self._built.get(dtype.name)
         if built is None:
@@ -310,9 +310,8 @@ class ODESystem:
                 if built is None:
                     source = generate_source(self._parsed, self._constants, dtype,
                                              self._name)
-                    dxdt, observables = compile_functions(
-                        source, f"{self._name}-{dtype.name}")
-                    built = (source, dxdt, observables)
+                    functions = compile_functions(source, f"{self._name}-{dtype.name}")
+                    built = (source, functions)
                     _shared[shared_key] = built
                     if len(_shared) > _SHARED_MAX:
                         _shared.popitem(last=False)
@@ -343,11 +342,32 @@ class ODESystem:
             ``np.float32``/``np.float64``, their dtypes, or ``"float32"``/
             ``"float64"``.
         """
-        _, dxdt, observables = self._generated(precision)
-        return dxdt, observables
+        functions = self._generated(precision)[1]
+        return functions["dxdt"], functions["observables"]
+
+    def lane_functions(self, precision: object = np.float64) -> dict[str, Callable]:
+        """The generated functions for lane-form device code.
+
+        ``dxdt_lane(state, parameters, t, out, j, lanes)`` and
+        ``observables_lane(state, parameters, t, out, j, lanes)`` read lane
+        ``j`` of lane-form arrays (element ``i`` at ``i * lanes + j``, see
+        :mod:`cubie_kernel.targets`); ``dxdt_lane`` writes ``out`` in lane
+        form too, ``observables_lane`` a 1-D ``out``. ``dxdt_values(t,
+        *states, *parameters)`` returns the derivatives as a tuple of
+        scalars (states and parameters in definition order), for steps
+        that keep a stage in registers.
+        """
+        functions = self._generated(precision)[1]
+        return {name: functions[name] for name in ("dxdt_lane", "observables_lane", "dxdt_values")}
+
+    @property
+    def definition_key(self) -> tuple:
+        """What decides the generated code: equations, names in order, constants."""
+        return (self._name, self._equations, tuple(self._states), tuple(self._parameters),
+                tuple(self._constants.items()), self._observables)
 
     def source(self, precision: object = np.float64) -> str:
-        """The generated Python source of both functions, for reading."""
+        """The generated Python source of the system's functions, for reading."""
         return self._generated(precision)[0]
 
 

@@ -1,0 +1,57 @@
+"""The per-run state of the loop, declared once.
+
+Everything a run carries from one step attempt to the next lives in two
+small lane-form arrays (field ``f`` of lane ``j`` at ``f * L + j``, see
+:mod:`cubie_kernel.targets`), never in a driver's Python locals, so a target
+can advance one run per thread (cuda, ``L = 1``) or a block of runs in
+lockstep (cpu) with the same device functions:
+
+``clock`` (float64)
+    ``t`` the run's time, ``t_end`` the end of the current interval (the
+    next save time, or the end of the warm-up), ``h`` the step to try next,
+    ``h_try`` the step being attempted (clamped to ``t_end``) and ``h_next``
+    the controller's proposal after it. Steps of adaptive runs hold values of
+    the run's precision (exact in float64).
+``flags`` (int32)
+    ``run`` the run a lane holds (-1: none), ``status`` its
+    :class:`~cubie_kernel.status.RunStatus` bits, ``n_accepted`` and
+    ``n_rejected`` its step counters, ``first_stage`` (where an FSAL step
+    finds its first stage, see :class:`~cubie_kernel.algorithms.erk_step.ERKStep`),
+    ``after_reject`` (the last attempt was rejected), ``save_index`` (the
+    output row the current interval ends at; -1 during the warm-up) and
+    ``last`` (this attempt ends the interval).
+
+The step-size controller's history is a registered buffer of the
+controller (``history``), in the same lane form; later method families
+(implicit stages, event records) add their per-run state the same way: a
+registered buffer, or a field here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: float64 fields, in order.
+CLOCK_FIELDS = ("t", "t_end", "h", "h_try", "h_next")
+#: int32 fields, in order.
+FLAG_FIELDS = (
+    "run", "status", "n_accepted", "n_rejected", "first_stage", "after_reject",
+    "save_index", "last", "accept", "event",
+)
+
+T, T_END, H, H_TRY, H_NEXT = range(len(CLOCK_FIELDS))
+(RUN, STATUS, N_ACCEPTED, N_REJECTED, FIRST_STAGE, AFTER_REJECT, SAVE_INDEX, LAST, ACCEPT,
+ EVENT) = range(len(FLAG_FIELDS))
+
+#: ``event`` values: what the lane's last attempt calls for.
+NO_EVENT, LANDED, FAILED = 0, 1, 2
+
+CLOCK_DTYPE = np.float64
+FLAGS_DTYPE = np.int32
+
+
+def bytes_per_run() -> int:
+    """Device bytes of one run's state words."""
+    return len(CLOCK_FIELDS) * np.dtype(CLOCK_DTYPE).itemsize + len(FLAG_FIELDS) * np.dtype(
+        FLAGS_DTYPE
+    ).itemsize

@@ -39,8 +39,9 @@ from cubie_kernel.targets import KernelSizes, Target
 JIT_OPTIONS = {"error_model": "numpy"}
 
 #: Lanes per block, in vector registers: L = LANE_VECTORS * (vector width /
-#: element size). 8 vectors of lanes measured best (simd-lanes note: 64
-#: float64 lanes on AVX-512; 16 and fewer did not vectorise well).
+#: element size). 8 vectors (64 float64 lanes on AVX-512) measured as good as
+#: 16 for Lorenz RK4 and DP5, within noise, with half the scratch per block;
+#: 16 lanes and fewer did not vectorise well (simd-lanes note).
 LANE_VECTORS = 8
 
 #: Environment variable that overrides the lane count (a power of two).

@@ -25,12 +25,11 @@ O(h) stage differences; elsewhere the plain sums are ~25% faster.
 Buffers (registered under the step, sizes in elements per run)
 ---------------------------------------------------------------
 ``stages``
-    ``n_stages * n_states``: the stage derivatives ``k_i``, stage-major.
-    Persistent for FSAL tableaus: the last stage of an accepted step is the
-    first stage of the next one, so it must survive between calls. (The
-    step keeps stages 1.. in registers; the buffer holds ``k_0`` and, for
-    FSAL tableaus, the last stage. It is sized for every stage so that a
-    later method family can keep its stages there.)
+    ``n_states`` (``2 n_states`` for FSAL tableaus): the first stage ``k_0``
+    and, for FSAL tableaus, the last stage of the previous step, which is
+    the first stage of the next one (so the buffer is persistent then).
+    Every other stage lives in registers; a smaller buffer keeps a CPU
+    block's scratch in the L1 cache.
 """
 
 from __future__ import annotations
@@ -87,8 +86,9 @@ def step_source(tableau: ButcherTableau, n_states: int, n_parameters: int, lanes
         constants.append(f"{name} = PREC({value!r})")
         return name
 
-    def k(i: int, m: int) -> str:  # stage i, state m, lane j
-        return f"stages[{(i * n + m) * L} + j]"
+    def k(i: int, m: int) -> str:  # stage i (0, or the last one: slot 1), state m, lane j
+        slot = 0 if i == 0 else 1
+        return f"stages[{(slot * n + m) * L} + j]"
 
     parameters = [f"parameters[{p * L} + j]" for p in range(n_parameters)]
     lines = [
@@ -221,9 +221,8 @@ class ERKStep(CompiledFactory):
     def register_buffers(self) -> None:
         s = self.compile_settings
         n = s.system.n_states
-        self._registry.register(
-            "stages", self, s.tableau.n_stages * n, persistent=s.tableau.fsal
-        )
+        slots = 2 if s.tableau.fsal else 1
+        self._registry.register("stages", self, slots * n, persistent=s.tableau.fsal)
 
     def settings_changed(self, changed: set[str]) -> None:
         if changed & {"tableau", "system"}:

@@ -250,14 +250,15 @@ def build_error_norm(settings: ControllerSettings):
 
     def error_norm(state, proposed, error, j):
         total = zero
-        for i in range(n_states):
+        finite = True
+        for i in range(n_states):  # no early exit: the caller's lane loop vectorises
             new = proposed[i * lanes + j]
-            if not math.isfinite(new):
-                return inf
+            finite = finite & math.isfinite(new)
             scale = atol[i] + rtol[i] * max(abs(state[i * lanes + j]), abs(new))
             ratio = error[i * lanes + j] / scale
             total += ratio * ratio
-        return precision(math.sqrt(total * inv_n))
+        norm = precision(math.sqrt(total * inv_n))
+        return norm if finite else inf
 
     return backend.device_jit(error_norm, inline=True)
 
@@ -365,9 +366,11 @@ class StepController(CompiledFactory):
 
         def control(h, state, proposed, error, accept, h_next, shared, persistent):
             history = alloc_history(shared, persistent)
-            for j in range(lanes):
+            for j in range(lanes):  # the norms first (this loop vectorises)...
+                h_next[j] = error_norm(state, proposed, error, j)
+            for j in range(lanes):  # ...then the factors (powers: calls, scalar)
                 dt = precision(h[j])
-                norm = error_norm(state, proposed, error, j)
+                norm = precision(h_next[j])
                 if not math.isfinite(norm):
                     accept[j] = 0
                     h_next[j] = min(dt * min_factor, dt_max)

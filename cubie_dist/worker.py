@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from distributed import Client, get_worker
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from cubie_kernel import BufferRegistry, Solver
+from cubie_kernel import BufferRegistry, Solver, targets
 
 if TYPE_CHECKING:
     from cubie_dist.spec import SolverSpec
@@ -73,7 +73,7 @@ class SolverPlugin(WorkerPlugin):
         self._cache: OrderedDict[tuple[str, str], Solver] = OrderedDict()
         self._registries: dict[tuple[str, str], BufferRegistry] = {}
         self._lock = threading.Lock()
-        self._cpu_lock = threading.Lock()
+        self._host_lock = threading.Lock()
 
     # pickled on the client, unpickled on each worker: no locks on the wire
     def __getstate__(self) -> dict[str, Any]:
@@ -125,10 +125,11 @@ class SolverPlugin(WorkerPlugin):
             return solver
 
     def solve(self, spec: SolverSpec, target: str, **solve_args: Any):
-        """``self.solver(spec, target).solve(**solve_args)``, serialised on cpu."""
+        """``self.solver(spec, target).solve(**solve_args)``, one at a time on targets
+        that use the host's cores."""
         solver = self.solver(spec, target)
-        if target == "cpu":
-            with self._cpu_lock:
+        if targets.get_target(target).uses_host_cores:
+            with self._host_lock:
                 return solver.solve(**solve_args)
         return solver.solve(**solve_args)
 

@@ -101,6 +101,7 @@ class CpuTarget(Target):
 
     name = "cpu"
     local_in_persistent = True
+    uses_host_cores = True
 
     def __init__(self, lanes: int | None = None) -> None:
         if lanes is None and os.environ.get(LANES_ENV):

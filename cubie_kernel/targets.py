@@ -97,6 +97,9 @@ class Target:
     #: Layout policy: non-persistent local buffers live in the persistent
     #: region (True), or are fresh per-call local arrays (False).
     local_in_persistent: bool = True
+    #: A launch runs on all of the host's cores (callers that share a host,
+    #: such as a worker's threads, should launch one batch at a time).
+    uses_host_cores: bool = False
 
     def available(self) -> bool:
         """True when this process can run kernels on this target."""

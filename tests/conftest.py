@@ -13,9 +13,14 @@ import functools
 import os
 import shutil
 import subprocess
+import tempfile
 
 import numpy as np
 import pytest
+
+# Compiled kernels go to a fresh folder per test session (shared by the
+# session's subprocesses and dask workers), never to the user's cache.
+os.environ.setdefault("CUBIE_CACHE_DIR", tempfile.mkdtemp(prefix="cubie-test-kernels-"))
 
 GPU_SKIP_REASON = "no CUDA GPU visible"
 CUDASIM_SKIP_REASON = "set NUMBA_ENABLE_CUDASIM=1 (make test does)"

@@ -4,7 +4,7 @@ import attrs
 import numpy as np
 import pytest
 
-from cubie_kernel import BatchSolverConfig, Solver, cpu_target
+from cubie_kernel import BatchSolverConfig, Solver
 from cubie_kernel.factory import CompiledFactory
 from cubie_kernel.launch_geometry import launch_geometry, needs_padding, shared_stride
 from cubie_kernel.systems import exponential_decay, lorenz
@@ -44,13 +44,14 @@ def test_kernel_memory_properties_are_registry_queries(solver):
 
 def test_location_update_changes_sizes_and_the_next_build(solver, monkeypatch):
     built = []
-    original = cpu_target.build_batch_kernel
+    target = solver.kernel.backend
+    original = target.build_batch_kernel
 
-    def spy(loop_fn, shared, persistent, precision):
-        built.append((shared, persistent))
-        return original(loop_fn, shared, persistent, precision)
+    def spy(driver, sizes):
+        built.append((sizes.shared, sizes.persistent))
+        return original(driver, sizes)
 
-    monkeypatch.setattr(cpu_target, "build_batch_kernel", spy)
+    monkeypatch.setattr(target, "build_batch_kernel", spy)
     kernel = solver.kernel
     reference = solver.solve(parameters={"rho": [5.0, 28.0]}, duration=1.0)
     assert kernel.shared_memory_elements == 0  # everything local by default
@@ -65,7 +66,7 @@ def test_location_update_changes_sizes_and_the_next_build(solver, monkeypatch):
     np.testing.assert_array_equal(moved.x.values, reference.x.values)
 
     solver.update(stages_location="shared")
-    rk4_stages = 4 * n
+    rk4_stages = n  # the step keeps k_0 there; later stages live in registers
     assert kernel.shared_memory_elements == 2 * n + rk4_stages
     solver.solve(parameters={"rho": [5.0]}, duration=0.1)
     assert built[-1][0] == 2 * n + rk4_stages
@@ -124,8 +125,12 @@ def test_per_run_device_bytes_counts_inputs_outputs_and_scratch():
     inputs = (3 + 3) * itemsize
     outputs = n_saves * 3 * itemsize  # 3 states, no observables
     bookkeeping = 3 * 4  # status + 2 counters (int32)
-    scratch = (3 + 3 + 0 + 4 * 3 + 3) * itemsize  # state, proposal, error, stages, stage state
-    assert solver.kernel.per_run_device_bytes(1.0) == inputs + outputs + bookkeeping + scratch
+    run_state = 5 * 8 + 10 * 4  # the loop's per-run state words: 5 float64, 10 int32
+    # state, proposal, error (none: RK4), k_0, the lane's parameters
+    scratch = (3 + 3 + 0 + 3 + 3) * itemsize
+    assert solver.kernel.per_run_device_bytes(1.0) == (
+        inputs + outputs + bookkeeping + run_state + scratch
+    )
 
 
 def test_device_chunking_from_memory_budget():

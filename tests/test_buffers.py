@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from cubie_kernel import targets
 from cubie_kernel.buffers import BufferRegistry
 
 
@@ -77,13 +78,15 @@ def test_child_allocators_hand_out_the_childs_region(registry):
     registry.register("mine", child, 4, location="shared")
     registry.register_child(parent, child, "child")
     shared_slice, persistent_slice = registry.get_child_allocators(parent, child, "child", "cpu")
-    shared = np.arange(registry.shared_buffer_size(parent), dtype=np.float64)
-    persistent = np.zeros(registry.persistent_region_size(parent, "cpu"))
+    # the cpu target's allocators hand out lane-form slices: L elements per element
+    L = targets.get_target("cpu").lanes(np.float64)
+    shared = np.arange(registry.shared_buffer_size(parent) * L, dtype=np.float64)
+    persistent = np.zeros(registry.persistent_region_size(parent, "cpu") * L)
     child_shared = shared_slice(shared, persistent)
-    np.testing.assert_array_equal(child_shared, [3, 4, 5, 6])
+    np.testing.assert_array_equal(child_shared, np.arange(3 * L, 7 * L))
     mine = registry.get_allocator("mine", child, "cpu")(child_shared, persistent_slice(shared, persistent))
     mine[:] = -1
-    np.testing.assert_array_equal(shared, [0, 1, 2, -1, -1, -1, -1])
+    np.testing.assert_array_equal(shared, np.r_[np.arange(3 * L), np.full(4 * L, -1.0)])
 
 
 def test_alias_reuses_storage(registry):
@@ -91,11 +94,12 @@ def test_alias_reuses_storage(registry):
     registry.register("big", owner, 6, location="shared")
     registry.register("small", owner, 4, aliases="big")
     assert registry.shared_buffer_size(owner) == 6
-    shared = np.zeros(6)
+    L = targets.get_target("cpu").lanes(np.float64)
+    shared = np.zeros(6 * L)
     big = registry.get_allocator("big", owner, "cpu")(shared, np.zeros(0))
     small = registry.get_allocator("small", owner, "cpu")(shared, np.zeros(0))
     small[:] = 7
-    np.testing.assert_array_equal(big, [7, 7, 7, 7, 0, 0])
+    np.testing.assert_array_equal(big, np.r_[np.full(4 * L, 7.0), np.zeros(2 * L)])
     # the alias follows its target when the target moves
     registry.update(owner, {"big_location": "local"})
     assert registry.shared_buffer_size(owner) == 0

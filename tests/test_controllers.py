@@ -16,6 +16,7 @@ import math
 import attrs
 import numpy as np
 import pytest
+import numba
 from numba import cuda
 from scipy.integrate import RK45
 from scipy.integrate._ivp import rk as scipy_rk
@@ -123,34 +124,55 @@ class Reference:
 
 # ------------------------------------------------------------------- harness
 class Harness:
-    """A controller compiled for the cpu target, with its own memory."""
+    """A controller compiled for the cpu target, with its own memory.
+
+    The cpu target settles a block of ``L`` lanes per call (lane form:
+    state ``i`` of lane ``j`` at ``i * L + j``). Every call puts the same
+    step into every lane and checks that all lanes agree, so the lane
+    bookkeeping is tested along with the numbers.
+    """
 
     def __init__(self, name: str, settings: ControllerSettings):
         self.registry = BufferRegistry()
         self.ctrl = make_controller(name, settings, self.registry)
         dtype = settings.precision
         self.dtype = np.dtype(dtype).type  # the loop hands the controller steps of this type
-        self.shared = np.zeros(self.registry.shared_buffer_size(self.ctrl), dtype)
+        self.lanes = self.ctrl.lanes
+        self.shared = np.zeros(self.registry.shared_buffer_size(self.ctrl) * self.lanes, dtype)
         self.persistent = np.full(
-            self.registry.persistent_region_size(self.ctrl, "cpu"), np.nan, dtype
+            self.registry.persistent_region_size(self.ctrl, "cpu") * self.lanes, np.nan, dtype
         )
         slot = self.registry.layout(self.ctrl, "cpu")["history"]
-        self.history_slice = slice(slot.offset, slot.offset + slot.size)
+        self.history_slice = slice(slot.offset * self.lanes, (slot.offset + slot.size) * self.lanes)
         self.control = self.ctrl.device_function
         self.reset_fn = self.ctrl.reset_function
 
     def reset(self):
-        self.reset_fn(self.shared, self.persistent)
+        for j in range(self.lanes):
+            self.reset_fn(self.shared, self.persistent, j)
+
+    def lane_form(self, values):
+        return np.repeat(np.asarray(values, self.dtype), self.lanes)
 
     def __call__(self, dt, state, proposed, error):
-        accept, dt_next = self.control(
-            self.dtype(dt), state, proposed, error, self.shared, self.persistent
+        h = np.full(self.lanes, float(self.dtype(dt)))
+        accept = np.full(self.lanes, -1, np.int32)
+        h_next = np.full(self.lanes, np.nan)
+        self.control(
+            h, self.lane_form(state), self.lane_form(proposed), self.lane_form(error),
+            accept, h_next, self.shared, self.persistent,
         )
-        return bool(accept), float(dt_next)
+        assert np.all(accept == accept[0]) and accept[0] in (0, 1), "lanes disagree"
+        np.testing.assert_array_equal(h_next, h_next[0], err_msg="lanes disagree")
+        assert float(self.dtype(h_next[0])) == h_next[0], "h_next is not of the precision"
+        return bool(accept[0]), float(h_next[0])
 
     @property
     def history(self):
-        return self.persistent[self.history_slice].astype(np.float64)
+        """Lane 0's history (every lane holds the same)."""
+        lanes = self.persistent[self.history_slice].astype(np.float64).reshape(-1, self.lanes)
+        np.testing.assert_array_equal(lanes, lanes[:, :1] * np.ones_like(lanes))
+        return lanes[:, 0]
 
 
 @functools.lru_cache(maxsize=None)
@@ -661,11 +683,15 @@ def _sequence_kernel(control, reset):
     def kernel(dts, states, proposed, errors, accepts, dt_next, shared, persistent):
         if cuda.grid(1) != 0:
             return
-        reset(shared, persistent)
+        reset(shared, persistent, 0)
+        h = cuda.local.array(1, numba.float64)
+        verdict = cuda.local.array(1, numba.int32)
+        proposal = cuda.local.array(1, numba.float64)
         for i in range(dts.shape[0]):
-            accept, new_dt = control(dts[i], states[i], proposed[i], errors[i], shared, persistent)
-            accepts[i] = 1 if accept else 0
-            dt_next[i] = new_dt
+            h[0] = dts[i]
+            control(h, states[i], proposed[i], errors[i], verdict, proposal, shared, persistent)
+            accepts[i] = verdict[0]
+            dt_next[i] = proposal[0]
 
     return kernel
 

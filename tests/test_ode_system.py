@@ -444,7 +444,8 @@ def test_source_is_readable_and_registered_for_tracebacks():
     with pytest.raises(ValueError) as info:
         f(np.array([-1.0]), np.zeros(0), 0.0, np.zeros(1))  # math domain error
     text = "".join(traceback.format_exception(info.value))
-    assert "a = math.sqrt(x)" in text and "<cubie-system tb" in text
+    # the generated module is a file in the kernel cache folder: tracebacks show its lines
+    assert "a = math.sqrt(x)" in text and "cubie_kernel_cache_system_" in text
 
 
 # ---------------------------------------------------------------- validation rules

@@ -143,13 +143,15 @@ LOCATIONS = {
         "state_location": "shared",
         "proposed_state_location": "shared",
         "stages_location": "shared",
-        "stage_state_location": "shared",
         "error_location": "shared",
+        "parameters_location": "shared",
     },
 }
 
 
-SHARED_ELEMENTS = {"all_local": 0, "state_shared": 3 + 3, "all_shared": 3 + 3 + 4 * 3 + 3 + 0}
+# all_shared: state, proposal, k_0 (later stages stay in registers), no error
+# buffer (RK4), the lane's parameters
+SHARED_ELEMENTS = {"all_local": 0, "state_shared": 3 + 3, "all_shared": 3 + 3 + 3 + 0 + 3}
 
 
 @pytest.mark.parametrize("cc", CCS, ids=lambda cc: f"sm{cc[0]}{cc[1]}")

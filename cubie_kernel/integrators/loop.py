@@ -57,6 +57,7 @@ import attrs
 import numpy as np
 
 from cubie_kernel import targets
+from cubie_kernel.controllers import ControllerSettings
 from cubie_kernel.factory import CompiledFactory
 from cubie_kernel.integrators import run_state as rs
 from cubie_kernel.status import RunStatus
@@ -86,7 +87,7 @@ class LoopSettings:
     dt: float | None = None
     save_every: float | None = None
     dt0: float | None = None
-    dt_min: float = 1e-12
+    dt_min: float = attrs.fields(ControllerSettings).dt_min.default
     max_steps: int = DEFAULT_MAX_STEPS
     precision: type = np.float64
     target: str = "cpu"

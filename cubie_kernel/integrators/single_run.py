@@ -9,7 +9,6 @@ its own, only the loop as its child.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping
 
 import attrs
@@ -29,9 +28,13 @@ from cubie_kernel.outputs import OutputFlags, OutputFunctions, OutputSettings
 from cubie_kernel.precision import check_precision
 from cubie_kernel.systems import ODESystem
 
-#: Settings that belong to the step-size controller.
-CONTROLLER_SETTINGS = (
-    "atol", "rtol", "dt_min", "dt_max", "safety", "min_factor", "max_factor", "kp", "ki", "kd",
+#: ControllerSettings fields a run takes from elsewhere (its system, method, precision, target).
+_CONTROLLER_CONTEXT = ("n_states", "error_order", "precision", "target")
+
+#: Settings that belong to the step-size controller: declared once, with
+#: their defaults and documentation, in ControllerSettings.
+CONTROLLER_SETTINGS = tuple(
+    f.name for f in attrs.fields(ControllerSettings) if f.name not in _CONTROLLER_CONTEXT
 )
 
 #: Settings a SingleIntegratorRun accepts through ``update``.
@@ -51,8 +54,8 @@ def _optional_positive(name: str, value) -> None:
 
 
 @attrs.frozen
-class IntegratorSettings:
-    """Everything that decides one run's compiled code.
+class _RunSettings:
+    """Everything that decides one run's compiled code (see :class:`IntegratorSettings`).
 
     ``controller`` None picks the method's default (``"fixed"`` for
     tableaus without an error estimate, else ``"pi"``). Fixed stepping
@@ -73,16 +76,6 @@ class IntegratorSettings:
     save_states: bool = True
     save_observables: bool = True
     save_counters: bool = False
-    atol: Any = 1e-6
-    rtol: Any = 1e-3
-    dt_min: float = 1e-12
-    dt_max: float = math.inf
-    safety: float = 0.9
-    min_factor: float = 0.2
-    max_factor: float = 10.0
-    kp: float | None = None
-    ki: float | None = None
-    kd: float | None = None
 
     def __attrs_post_init__(self):
         tableau = get_tableau(self.method)
@@ -143,6 +136,31 @@ class IntegratorSettings:
             precision=self.precision,
             target=self.target,
         )
+
+
+IntegratorSettings = attrs.make_class(
+    "IntegratorSettings",
+    {
+        f.name: attrs.field(default=f.default)
+        for f in attrs.fields(ControllerSettings)
+        if f.name in CONTROLLER_SETTINGS
+    },
+    bases=(_RunSettings,),
+    frozen=True,
+    slots=True,
+)
+IntegratorSettings.__module__ = __name__
+IntegratorSettings.__doc__ = """Everything that decides one run's compiled code.
+
+    ``controller`` None picks the method's default (``"fixed"`` for
+    tableaus without an error estimate, else ``"pi"``). Fixed stepping
+    needs ``dt``; adaptive stepping starts from ``dt0`` (None: estimated
+    per run). The tolerances and the controller's tuning (``atol``,
+    ``rtol``, ``dt_min``, ``dt_max``, ``safety``, ``min_factor``,
+    ``max_factor``, ``kp``, ``ki``, ``kd``) are the fields of
+    :class:`cubie_kernel.controllers.ControllerSettings`, with its defaults
+    and documentation: they are derived from it here, not declared again.
+    """
 
 
 class SingleIntegratorRun:

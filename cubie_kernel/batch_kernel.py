@@ -8,6 +8,7 @@ shared and local memory changes the next build and the next launch.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Mapping
 
 import attrs
@@ -234,6 +235,16 @@ class BatchSolverKernel(CompiledFactory):
     def device_function(self):
         self.refresh()
         return super().device_function
+
+    def compile(self) -> float:
+        """Compile the kernel now (or load it from the disk cache); returns seconds.
+
+        Otherwise that happens at the first launch. Targets that compile at
+        launch anyway (cuda) only build the kernel object here.
+        """
+        start = time.perf_counter()
+        self.backend.compile(self.device_function, self.kernel_sizes())
+        return time.perf_counter() - start
 
     def ptx(self, cc: tuple[int, int] = (8, 0)) -> str:
         """Real PTX of this kernel for compute capability ``cc`` (no GPU needed).

@@ -162,6 +162,18 @@ class CpuTarget(Target):
         )
         return module.batch_task
 
+    def compile(self, kernel, sizes: KernelSizes) -> None:
+        """Compile the task kernel for the batch's argument types (or load it)."""
+        if kernel.signatures:
+            return
+        real = numba.from_dtype(np.dtype(sizes.precision))
+        i32 = numba.int32
+        kernel.compile((
+            real[:, ::1], real[:, ::1], real[:, :, ::1], real[:, :, ::1], i32[:, :, ::1],
+            i32[:, ::1], i32[::1], numba.float64, numba.float64, numba.float64,
+            numba.int64, numba.int64,
+        ))
+
     def launch(self, kernel, sizes: KernelSizes, arrays: tuple, scalars: tuple) -> float:
         """Run the batch: one task per thread, each a block of lanes over interleaved runs.
 
@@ -176,8 +188,7 @@ class CpuTarget(Target):
             return 0.0
         lanes = self.lanes(sizes.precision)
         n_tasks = max(1, min(numba.get_num_threads(), -(-n_runs // lanes)))
-        if not kernel.signatures:  # compile (or load) here, not in a pool thread
-            kernel.compile(tuple(numba.typeof(a) for a in (*arrays, *scalars, 0, 1)))
+        self.compile(kernel, sizes)  # here, not in a pool thread
         if n_tasks == 1:
             kernel(*arrays, *scalars, 0, 1)
         else:

@@ -2,11 +2,12 @@
 
 One thread per run: each thread is a block of one lane for the common
 driver (:mod:`cubie_kernel.integrators.loop`), so every lane loop is one
-iteration and every lane-form index folds to the plain one. The block's dynamic shared memory is cut into one
-slice per thread (``stride`` elements apart, see
-:func:`cubie_kernel.launch_geometry.shared_stride`), and each thread gets
-its own persistent local array of a compile-time size. Without a GPU the
-same code runs in numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``).
+iteration and every lane-form index folds to the plain one. The block's
+dynamic shared memory is cut into one slice per thread (``stride`` elements
+apart, see :func:`cubie_kernel.launch_geometry.shared_stride`), and each
+thread gets its own persistent local array of a compile-time size and its
+per-run state words (``clock``, ``flags``) as local arrays. Without a GPU
+the same code runs in numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``).
 """
 
 from __future__ import annotations

@@ -120,6 +120,8 @@ def describe(value: Any) -> str:
         return f"{type(value).__qualname__}({fields})"
     if isinstance(value, type):
         return f"{value.__module__}.{value.__qualname__}"
+    if isinstance(value, np.ndarray):  # repr() elides long arrays
+        return f"array({value.dtype.str}, {value.shape}, {value.tolist()!r})"
     if isinstance(value, (tuple, list)):
         return "(" + ", ".join(describe(v) for v in value) + ")"
     if isinstance(value, Mapping):

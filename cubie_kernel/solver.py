@@ -128,6 +128,15 @@ class Solver:
         return self._kernel.update(updates)
 
     # ----------------------------------------------------------------- solve
+    def compile(self) -> float:
+        """Compile the solver's kernel now instead of at the first solve; returns seconds.
+
+        On the cpu target a kernel compiled before (by any process, for the
+        same settings) is loaded from the disk cache
+        (:mod:`cubie_kernel.kernel_cache`) instead.
+        """
+        return self._kernel.compile()
+
     def solve(
         self,
         initial_values: Mapping | None = None,

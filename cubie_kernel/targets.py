@@ -140,6 +140,12 @@ class Target:
         """
         raise NotImplementedError
 
+    def compile(self, kernel: Any, sizes: KernelSizes) -> None:
+        """Compile ``kernel`` (or load it from the disk cache) now, not at first launch.
+
+        Targets whose kernels compile at launch anyway may do nothing.
+        """
+
     def launch(self, kernel: Any, sizes: KernelSizes, arrays: tuple, scalars: tuple) -> float:
         """Run ``kernel`` over host ``arrays`` (in place); returns kernel seconds."""
         raise NotImplementedError

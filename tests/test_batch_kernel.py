@@ -66,7 +66,7 @@ def test_location_update_changes_sizes_and_the_next_build(solver, monkeypatch):
     np.testing.assert_array_equal(moved.x.values, reference.x.values)
 
     solver.update(stages_location="shared")
-    rk4_stages = n  # the step keeps k_0 there; later stages live in registers
+    rk4_stages = 0  # RK4 keeps every stage in registers (no FSAL stage to carry over)
     assert kernel.shared_memory_elements == 2 * n + rk4_stages
     solver.solve(parameters={"rho": [5.0]}, duration=0.1)
     assert built[-1][0] == 2 * n + rk4_stages
@@ -126,8 +126,9 @@ def test_per_run_device_bytes_counts_inputs_outputs_and_scratch():
     outputs = n_saves * 3 * itemsize  # 3 states, no observables
     bookkeeping = 3 * 4  # status + 2 counters (int32)
     run_state = 5 * 8 + 10 * 4  # the loop's per-run state words: 5 float64, 10 int32
-    # state, proposal, error (none: RK4), k_0, the lane's parameters
-    scratch = (3 + 3 + 0 + 3 + 3) * itemsize
+    # state, proposal, error (none: RK4), stages (none: RK4 keeps them in
+    # registers), the lane's parameters
+    scratch = (3 + 3 + 0 + 0 + 3) * itemsize
     assert solver.kernel.per_run_device_bytes(1.0) == (
         inputs + outputs + bookkeeping + run_state + scratch
     )

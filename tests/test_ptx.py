@@ -149,9 +149,9 @@ LOCATIONS = {
 }
 
 
-# all_shared: state, proposal, k_0 (later stages stay in registers), no error
-# buffer (RK4), the lane's parameters
-SHARED_ELEMENTS = {"all_local": 0, "state_shared": 3 + 3, "all_shared": 3 + 3 + 3 + 0 + 3}
+# all_shared: state, proposal, no stages (RK4 keeps them in registers), no
+# error buffer (RK4), the lane's parameters
+SHARED_ELEMENTS = {"all_local": 0, "state_shared": 3 + 3, "all_shared": 3 + 3 + 0 + 0 + 3}
 
 
 @pytest.mark.parametrize("cc", CCS, ids=lambda cc: f"sm{cc[0]}{cc[1]}")

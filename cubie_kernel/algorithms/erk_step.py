@@ -25,11 +25,10 @@ O(h) stage differences; elsewhere the plain sums are ~25% faster.
 Buffers (registered under the step, sizes in elements per run)
 ---------------------------------------------------------------
 ``stages``
-    ``n_states`` (``2 n_states`` for FSAL tableaus): the first stage ``k_0``
-    and, for FSAL tableaus, the last stage of the previous step, which is
-    the first stage of the next one (so the buffer is persistent then).
-    Every other stage lives in registers; a smaller buffer keeps a CPU
-    block's scratch in the L1 cache.
+    ``2 n_states`` for FSAL tableaus, else 0: the first stage ``k_0`` and
+    the last stage of the previous step, which is the first stage of the
+    next one (so the buffer is persistent). Every other stage lives in
+    registers; a smaller buffer keeps a CPU block's scratch in the L1 cache.
 """
 
 from __future__ import annotations
@@ -105,29 +104,34 @@ def step_source(tableau: ButcherTableau, n_states: int, n_parameters: int, lanes
         out += [f"{indent}{k(i, m)} = d[{m}]" for m in range(n)]
         return out
 
-    # stage 0: evaluated, or (FSAL) taken from the last stage / kept in place
+    # FSAL: stage 0 is evaluated, taken from the last stage, or kept in
+    # place, per lane: a loop of its own (branches would keep the main loop
+    # from vectorising)
     state_values = [f"state[{m * L} + j]" for m in range(n)]
-    lines.append(f"    for j in range({L}):")
     if cast.fsal:
+        lines.append(f"    for j in range({L}):")
         lines.append("        fs = first_stage[j]")
         lines.append("        if fs == 1:")
         lines += [f"            {k(0, m)} = {k(s - 1, m)}" for m in range(n)]
         lines.append("        elif fs == 0:")
         lines.append("            hp = PREC(h[j])")
         lines += evaluate(0, state_values, "            ")
-    else:
-        lines.append("        hp = PREC(h[j])")
-        lines += evaluate(0, state_values, "        ")
 
-    # stages 1.. and the combination: ONE loop over the lanes, every stage
-    # value in a scalar (k{i}_{m}); only k_0 comes from, and (FSAL) the last
-    # stage goes to, the stages buffer
+    # every other stage and the combination: ONE loop over the lanes, every
+    # stage value in a scalar (k{i}_{m}); only an FSAL k_0 comes from, and
+    # the last stage goes to, the stages buffer
     def kv(i: int, m: int) -> str:
         return f"k{i}_{m}"
 
     lines.append(f"    for j in range({L}):")
     lines.append("        hp = PREC(h[j])")
-    lines += [f"        {kv(0, m)} = {k(0, m)}" for m in range(n)]
+    if cast.fsal:
+        lines += [f"        {kv(0, m)} = {k(0, m)}" for m in range(n)]
+    else:
+        lines.append(
+            f"        d = dxdt_values(PREC(t[j]), {', '.join(state_values + parameters)})"
+        )
+        lines += [f"        {kv(0, m)} = d[{m}]" for m in range(n)]
     for i in range(1, s):
         names = []
         for m in range(n):
@@ -221,7 +225,7 @@ class ERKStep(CompiledFactory):
     def register_buffers(self) -> None:
         s = self.compile_settings
         n = s.system.n_states
-        slots = 2 if s.tableau.fsal else 1
+        slots = 2 if s.tableau.fsal else 0
         self._registry.register("stages", self, slots * n, persistent=s.tableau.fsal)
 
     def settings_changed(self, changed: set[str]) -> None:

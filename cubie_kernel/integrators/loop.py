@@ -315,28 +315,35 @@ class IVPLoop(CompiledFactory):
         # without branches that depend on a lane (conditional expressions
         # become selects), so that they vectorise across the block like the
         # step does; lanes with an event are then handled one by one.
+        def prepare_lane(clock, flags, j):
+            """Lane ``j``'s next step to attempt: clamped to its interval's end."""
+            active = flags[RUN + j] >= 0
+            remaining = clock[T_END + j] - clock[T + j]
+            h = step_type(clock[H + j])
+            if adaptive:
+                last = h >= remaining
+            else:
+                last = remaining <= last_step_limit
+            h_try = step_type(remaining) if last else h
+            flags[LAST + j] = 1 if last else 0
+            clock[H_TRY + j] = h_try if active else 0.0
+
+        prepare_lane = jit(prepare_lane, inline=True)
+
         def prepare(clock, flags):
-            """Each lane's step to attempt: clamped to its interval's end."""
             for j in range(L):
-                active = flags[RUN + j] >= 0
-                remaining = clock[T_END + j] - clock[T + j]
-                h = step_type(clock[H + j])
-                if adaptive:
-                    last = h >= remaining
-                else:
-                    last = remaining <= last_step_limit
-                h_try = step_type(remaining) if last else h
-                flags[LAST + j] = 1 if last else 0
-                clock[H_TRY + j] = h_try if active else 0.0
+                prepare_lane(clock, flags, j)
 
         prepare = jit(prepare, inline=True)
 
         def settle(state, proposed, clock, flags):
-            """Every lane's verdict: take accepted steps, advance time, flag events.
+            """Every lane's verdict: take accepted steps, advance time, flag events,
+            and prepare each lane's next attempt (one pass over the lanes).
 
             ``flags[EVENT + j]`` becomes LANDED when the lane reached its
             interval's end, FAILED when its run must stop, else NO_EVENT.
-            Returns the number of lanes with an event.
+            Returns the number of lanes with an event (the caller handles
+            them and prepares their next attempt again).
             """
             for k in range(n_states):  # accepted lanes take their proposals
                 for j in range(L):
@@ -381,6 +388,7 @@ class IVPLoop(CompiledFactory):
                     event = FAILED if (small | many) else event
                 flags[EVENT + j] = event
                 events += 1 if event != NO_EVENT else 0
+                prepare_lane(clock, flags, j)
             return events
 
         settle = jit(settle, inline=True)
@@ -437,8 +445,8 @@ class IVPLoop(CompiledFactory):
                         active += 1
                         break
                     finish(j, flags, counters, status)
+            prepare(clock, flags)
             while active > 0:
-                prepare(clock, flags)
                 step(state, proposed, error, params, clock[T : T + L], clock[H_TRY : H_TRY + L],
                      flags[FIRST : FIRST + L], step_s, step_p)
                 if adaptive:
@@ -453,6 +461,7 @@ class IVPLoop(CompiledFactory):
                     if handle_event(j, state, params, clock, flags, state_output,
                                     observable_output, counter_output, t_start,
                                     duration) == 0:
+                        prepare_lane(clock, flags, j)
                         continue
                     finish(j, flags, counters, status)
                     active -= 1
@@ -466,6 +475,7 @@ class IVPLoop(CompiledFactory):
                             active += 1
                             break
                         finish(j, flags, counters, status)
+                    prepare_lane(clock, flags, j)  # the new run's first attempt, or none
 
         return jit(drive)
 

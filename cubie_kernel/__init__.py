@@ -1,4 +1,5 @@
-"""cubie_kernel: batch ODE integration on one device (cpu or cuda), one thread per run."""
+"""cubie_kernel: batch ODE integration on one device: one thread per run on cuda, runs in
+SIMD lockstep on the cpu, from one source of device functions."""
 
 from cubie_kernel.batch_kernel import BatchSolverConfig, BatchSolverKernel
 from cubie_kernel.buffers import BufferRegistry

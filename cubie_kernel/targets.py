@@ -28,11 +28,20 @@ the lane index ``j`` (controllers, saving, bookkeeping). A target chooses
 
 The interface
 -------------
-``name``, ``lanes(precision)``, ``local_in_persistent`` (buffer layout
-policy), ``device_jit(fn, inline)``, ``allocator(region, offset, size,
-precision)`` (the registry's slots, already scaled to lanes),
-``build_batch_kernel(driver, sizes)``, ``launch(kernel, sizes, arrays,
-scalars)``, ``free_memory_bytes()``, ``available()``. See :class:`Target`.
+``name``, ``lanes(precision)`` and ``local_in_persistent`` (the buffer
+layout policy), ``uses_host_cores``, ``available()``, ``preferred()``,
+``device_jit(fn, inline)``, ``allocator(region, offset, size, precision)``
+(the registry's slots, already scaled to lanes), ``build_batch_kernel(driver,
+sizes)``, ``compile(kernel, sizes)``, ``launch(kernel, sizes, arrays,
+scalars)``, ``free_memory_bytes()`` and, for PTX targets, ``ptx(driver,
+sizes, cc)``. See :class:`Target`.
+
+Later method families fit this interface without a new driver: an implicit
+step is another step attempt over the block (its Newton iterations run per
+lane inside it, masked like the controller's ``accept``, and a lane whose
+iteration fails is reported through a lane array and becomes a rejected
+step or a status bit), its Jacobian and LU are more registered buffers, and
+event records are registered buffers plus run-state fields, all in lane form.
 
 Plug-ins
 --------

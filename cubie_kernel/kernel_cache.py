@@ -37,10 +37,12 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
+import itertools
 import linecache
 import os
 import pathlib
 import platform
+import secrets
 import sys
 import tempfile
 import types
@@ -60,8 +62,37 @@ OFF = "off"
 MODULE_PREFIX = "cubie_kernel_cache_"
 
 
+def _distinct_function_ids() -> bool:
+    """Make numba's function ids unique across processes, not only within one.
+
+    numba tells apart closures made from one definition (every allocator,
+    every driver) by a per-process counter in their machine-code names. A
+    cached kernel carries the code of the closures it calls under those
+    names, so two kernels compiled by two processes can both contain a
+    ``drive`` numbered, say, 11; loaded into one process, the second then
+    calls the first one's code (seen: a Lorenz kernel running an
+    exponential-decay driver). Starting this process's counter at a random
+    48-bit offset makes such a clash vanishingly unlikely. Returns False
+    (and the disk cache stays off) if numba no longer has the counter.
+    """
+    try:
+        from numba.core.bytecode import FunctionIdentity
+    except ImportError:  # pragma: no cover - a numba without it
+        return False
+    if not isinstance(getattr(FunctionIdentity, "_unique_ids", None), itertools.count):
+        return False  # pragma: no cover
+    FunctionIdentity._unique_ids = itertools.count(secrets.randbits(48) << 8)
+    return True
+
+
+#: Whether compiled kernels may be shared between processes (see above).
+SHAREABLE = _distinct_function_ids()
+
+
 def cache_dir() -> pathlib.Path | None:
     """The kernel cache folder, or None when the disk cache is off."""
+    if not SHAREABLE:  # pragma: no cover - see _distinct_function_ids
+        return None
     chosen = os.environ.get(CACHE_DIR_ENV)
     if chosen is None:
         chosen = _dask_config_dir()

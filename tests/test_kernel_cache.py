@@ -146,3 +146,41 @@ def test_targets_are_plug_ins(monkeypatch):
             targets.check_target_name("tpu")
     finally:
         targets.get_target.cache_clear()
+
+
+DECAY = r"""
+from cubie_kernel import Solver
+from cubie_kernel.systems import exponential_decay
+result = Solver(exponential_decay(), method="rk4", dt=0.01, save_every=0.5).solve(
+    {"y": [1.0]}, {"k": [1.0]}, 1.0)
+print(repr(float(result.y.values[0, -1])))
+"""
+LORENZ = r"""
+from cubie_kernel import Solver
+from cubie_kernel.systems import lorenz
+result = Solver(lorenz(), method="rk4", dt=0.001).solve(parameters={"rho": [28.0]}, duration=2.0)
+print(repr(float(result.x.values[0, -1])), int(result.n_steps.values[0]))
+"""
+
+
+def test_kernels_compiled_by_different_processes_load_side_by_side(tmp_path):
+    """Two kernels, each compiled in a process of its own, loaded into a third.
+
+    Their drivers are closures of one definition: with numba's per-process
+    function numbering both were named alike, and the second kernel ran the
+    first one's driver (a Lorenz solve that took no step)."""
+
+    def python(code, cache):
+        env = {**os.environ, kernel_cache.CACHE_DIR_ENV: cache}
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                              text=True, timeout=600, check=True)
+        return done.stdout.split()
+
+    cache = str(tmp_path / "kernels")
+    python(DECAY, cache)
+    python(LORENZ, cache)
+    both = python(DECAY + LORENZ, cache)  # both loaded from the cache, one process
+    reference = python(DECAY + LORENZ, "off")
+    assert both == reference
+    assert float(both[0]) == pytest.approx(np.exp(-1.0), rel=1e-6)
+    assert both[2] == "2000"

@@ -74,6 +74,24 @@ def batch_task(initial_values, parameters, state_output, observable_output,
 '''
 
 
+def host_threads() -> int:
+    """Threads a batch may use: numba's setting, without starting numba's own pool.
+
+    ``numba.get_num_threads()`` (which honours ``numba.set_num_threads``)
+    once numba's threading layer runs; before that ``NUMBA_NUM_THREADS``
+    as numba reads it. Asking numba before would start its pool with the
+    value of that moment, and a later change of the variable (a dask
+    worker's environment is applied after numba is imported) then makes
+    every compile fail.
+    """
+    from numba.np.ufunc import parallel
+
+    if parallel._is_initialized:
+        return numba.get_num_threads()
+    numba.config.reload_config()
+    return int(numba.config.NUMBA_NUM_THREADS)
+
+
 def vector_bytes() -> int:
     """Width of the host's widest float vector registers, in bytes."""
     try:
@@ -178,17 +196,17 @@ class CpuTarget(Target):
         """Run the batch: one task per thread, each a block of lanes over interleaved runs.
 
         Tasks run in Python threads; the kernel releases the GIL
-        (``nogil=True``), so they run in parallel. Threads:
-        ``numba.get_num_threads()`` (``NUMBA_NUM_THREADS``), fewer when
-        there are not enough runs to fill their lanes.
+        (``nogil=True``), so they run in parallel. Threads: see
+        :func:`host_threads`; fewer when there are not enough runs to fill
+        their lanes.
         """
         n_runs = arrays[-1].shape[0]
         start = time.perf_counter()
         if n_runs == 0:
             return 0.0
         lanes = self.lanes(sizes.precision)
-        n_tasks = max(1, min(numba.get_num_threads(), -(-n_runs // lanes)))
         self.compile(kernel, sizes)  # here, not in a pool thread
+        n_tasks = max(1, min(host_threads(), -(-n_runs // lanes)))
         if n_tasks == 1:
             kernel(*arrays, *scalars, 0, 1)
         else:

@@ -173,11 +173,11 @@ def test_numerical_failure_is_a_status_not_an_error(client, spec):
 class ExplodingLorenz(ODESystem):
     """Lorenz whose code generation raises inside a dask worker (only there)."""
 
-    def python_functions(self, precision=np.float64):
+    def lane_functions(self, precision=np.float64):  # what the kernels are built from
         try:
             get_worker()
         except ValueError:
-            return super().python_functions(precision)
+            return super().lane_functions(precision)
         raise RuntimeError("boom: injected failure on the worker")
 
 
@@ -195,7 +195,7 @@ def test_failing_chunk_fails_the_sweep_with_its_run_range(client):
     assert chunk.stop - chunk.start == 10 and chunk.start % 10 == 0
     assert "after 1 retries" in str(error)
     assert "boom: injected failure on the worker" in str(error)
-    assert "python_functions" in error.worker_traceback  # the worker's own frames
+    assert "lane_functions" in error.worker_traceback  # the worker's own frames
     assert isinstance(error.__cause__, RuntimeError)
 
     def chunk_tasks(dask_scheduler):

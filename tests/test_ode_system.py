@@ -788,3 +788,37 @@ def test_compiles_to_ptx(precision):
         for function in system.python_functions(precision):
             ptx, _ = cuda.compile_ptx(function, signature, device=True, cc=(8, 0))
             assert ".func" in ptx
+
+
+@pytest.mark.parametrize("precision", [np.float64, np.float32])
+def test_lane_functions_agree_with_the_plain_ones(precision):
+    """The lane-form functions the kernels use give, lane by lane, what dxdt and
+    observables give on one run's arrays (plain Python calls, no compiling)."""
+    from cubie_kernel.systems import examples
+
+    rng = np.random.default_rng(7)
+    systems = [examples.lorenz(), examples.van_der_pol(), examples.kepler(),
+               examples.exponential_decay(), examples.harmonic_oscillator(),
+               ODESystem(["e = x * k", "dx = -e + sin(t)"], {"x": 1.0}, {"k": 2.0},
+                         observables=["energy = e * e", "twice = 2 * x"])]
+    lanes = 5
+    for system in systems:
+        dxdt, observables = system.python_functions(precision)
+        lane = system.lane_functions(precision)
+        n, p, m = system.n_states, system.n_parameters, system.n_observables
+        states = rng.uniform(0.5, 2.0, (n, lanes)).astype(precision)
+        params = rng.uniform(0.5, 2.0, (p, lanes)).astype(precision)
+        t = precision(0.3)
+        out = np.zeros(n * lanes, precision)
+        for j in range(lanes):
+            lane["dxdt_lane"](states.ravel(), params.ravel(), t, out, j, lanes)
+        for j in range(lanes):
+            want = np.zeros(n, precision)
+            dxdt(states[:, j].copy(), params[:, j].copy(), t, want)
+            np.testing.assert_array_equal(out.reshape(n, lanes)[:, j], want)
+            values = lane["dxdt_values"](t, *states[:, j], *params[:, j])
+            np.testing.assert_array_equal(np.array(values, precision), want)
+            got, expected = np.zeros(m, precision), np.zeros(m, precision)
+            lane["observables_lane"](states.ravel(), params.ravel(), t, got, j, lanes)
+            observables(states[:, j].copy(), params[:, j].copy(), t, expected)
+            np.testing.assert_array_equal(got, expected)

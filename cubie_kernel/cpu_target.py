@@ -122,10 +122,20 @@ class CpuTarget(Target):
     uses_host_cores = True
 
     def __init__(self, lanes: int | None = None) -> None:
+        what = "lanes"
         if lanes is None and os.environ.get(LANES_ENV):
-            lanes = int(os.environ[LANES_ENV])
-        if lanes is not None and (lanes < 1 or lanes & (lanes - 1)):
-            raise ValueError(f"lanes must be a power of two >= 1, got {lanes!r}")
+            what, lanes = LANES_ENV, os.environ[LANES_ENV]
+            try:
+                lanes = int(lanes)
+            except ValueError:
+                raise ValueError(
+                    f"{LANES_ENV} must be a power of two >= 1, got {lanes!r}"
+                ) from None
+        if lanes is not None and (
+            isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1
+            or lanes & (lanes - 1)
+        ):
+            raise ValueError(f"{what} must be a power of two >= 1, got {lanes!r}")
         self._lanes = lanes
 
     def available(self) -> bool:

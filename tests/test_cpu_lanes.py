@@ -90,5 +90,18 @@ def test_lane_count_follows_the_precision():
     assert cpu.lanes(np.float32) == 2 * cpu.lanes(np.float64)
     assert cpu.lanes(np.float64) >= 16
     assert targets.get_target("cuda").lanes(np.float64) == 1
-    with pytest.raises(ValueError, match="power of two"):
+    with pytest.raises(ValueError, match="lanes must be a power of two"):
         type(cpu)(lanes=48)
+
+
+def test_lanes_from_the_environment(monkeypatch):
+    from cubie_kernel.cpu_target import LANES_ENV, CpuTarget
+
+    monkeypatch.setenv(LANES_ENV, "16")
+    assert CpuTarget().lanes(np.float64) == CpuTarget().lanes(np.float32) == 16
+    monkeypatch.setenv(LANES_ENV, "sixteen")
+    with pytest.raises(ValueError, match=f"{LANES_ENV} must be a power of two"):
+        CpuTarget()
+    monkeypatch.setenv(LANES_ENV, "12")
+    with pytest.raises(ValueError, match=f"{LANES_ENV} must be a power of two"):
+        CpuTarget()

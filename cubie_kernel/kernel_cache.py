@@ -30,6 +30,9 @@ in memory only, as numba does by default.
 Several processes may fill one folder at once: a module file is written
 under a temporary name and linked into place only if no other process got
 there first, and numba writes its own index and data files the same way.
+One folder may also be shared by machines of different CPUs (a cluster's
+home directory): the lanes (vector width) are part of the fingerprint, and
+numba keys its machine code by the CPU name and features as well.
 """
 
 from __future__ import annotations

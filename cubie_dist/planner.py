@@ -91,13 +91,13 @@ class WorkerInfo:
     def budget_bytes(self, target: str) -> int:
         """Bytes one chunk may use on this worker for ``target``."""
         host = int(self.host_bytes * CPU_MEMORY_SHARE)
-        if target == "cuda" and self.gpu:
+        if self.gpu and not targets.get_target(target).uses_host_cores:
             return min(self.gpu_free_bytes, host)
         return host
 
     def fill_runs(self, target: str) -> int:
         """Runs that fill this worker's device for ``target``."""
-        if target == "cuda" and self.gpu:
+        if self.gpu and not targets.get_target(target).uses_host_cores:
             return max(1, self.sm_count) * GPU_THREADS_PER_SM * GPU_WAVES
         return max(1, self.nthreads) * CPU_RUNS_PER_THREAD
 

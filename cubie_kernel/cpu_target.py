@@ -32,7 +32,7 @@ import numba
 import numpy as np
 
 from cubie_kernel import kernel_cache
-from cubie_kernel.targets import KernelSizes, Target
+from cubie_kernel.targets import KernelSizes, Target, batch_argument_types, slice_allocator
 
 #: Options for every device function on this target. ``error_model="numpy"``
 #: makes division by zero give inf/nan as on a GPU instead of raising.
@@ -158,18 +158,8 @@ class CpuTarget(Target):
 
     def allocator(self, region: str, offset: int, size: int, precision):
         """A slice of the block's ``shared`` or ``persistent`` scratch."""
-        start, stop = int(offset), int(offset) + int(size)
-        if region == "shared":
-
-            def allocate(shared, persistent):
-                return shared[start:stop]
-
-        elif region == "persistent":
-
-            def allocate(shared, persistent):
-                return persistent[start:stop]
-
-        else:
+        allocate = slice_allocator(region, offset, size)
+        if allocate is None:
             raise ValueError(f"the cpu target has no {region!r} region")
         return self.device_jit(allocate, inline=True)
 
@@ -194,13 +184,8 @@ class CpuTarget(Target):
         """Compile the task kernel for the batch's argument types (or load it)."""
         if kernel.signatures:
             return
-        real = numba.from_dtype(np.dtype(sizes.precision))
-        i32 = numba.int32
-        kernel.compile((
-            real[:, ::1], real[:, ::1], real[:, :, ::1], real[:, :, ::1], i32[:, :, ::1],
-            i32[:, ::1], i32[::1], numba.float64, numba.float64, numba.float64,
-            numba.int64, numba.int64,
-        ))
+        task = (numba.int64, numba.int64)  # this block's first run, the run stride
+        kernel.compile(batch_argument_types(sizes.precision) + task)
 
     def launch(self, kernel, sizes: KernelSizes, arrays: tuple, scalars: tuple) -> float:
         """Run the batch: one task per thread, each a block of lanes over interleaved runs.

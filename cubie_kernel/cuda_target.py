@@ -20,7 +20,13 @@ import numpy as np
 from numba import cuda
 
 from cubie_kernel import launch_geometry as geometry
-from cubie_kernel.targets import KernelSizes, Target, cuda_simulator_enabled
+from cubie_kernel.targets import (
+    KernelSizes,
+    Target,
+    batch_argument_types,
+    cuda_simulator_enabled,
+    slice_allocator,
+)
 
 #: Fallback when the device (e.g. the simulator) cannot report it.
 DEFAULT_MAX_SHARED_PER_BLOCK = 48 * 1024
@@ -110,25 +116,15 @@ class CudaTarget(Target):
         ``"local"`` gives a fresh ``cuda.local.array`` of the buffer's size (a
         compile-time constant: a closure int); other regions give slices.
         """
-        start, stop = int(offset), int(offset) + int(size)
-        if region == "shared":
-
-            def allocate(shared, persistent):
-                return shared[start:stop]
-
-        elif region == "persistent":
-
-            def allocate(shared, persistent):
-                return persistent[start:stop]
-
-        elif region == "local":
+        allocate = slice_allocator(region, offset, size)
+        if region == "local":
             n_local = max(int(size), 1)
             element = numba.from_dtype(np.dtype(precision))
 
             def allocate(shared, persistent):
                 return cuda.local.array(n_local, element)
 
-        else:
+        elif allocate is None:
             raise ValueError(f"unknown memory region {region!r}")
         # Inlined at the Numba IR level: a CUDA device function may return only
         # arrays it was passed, not a slice or a local array it made. Inlined,
@@ -248,9 +244,4 @@ def compile_ptx(pyfunc, signature, cc: tuple[int, int], **options) -> str:
 
 def kernel_signature(precision):
     """The numba signature of :func:`batch_kernel_function`'s kernel."""
-    f = numba.from_dtype(np.dtype(precision))
-    return (
-        f[:, ::1], f[:, ::1], f[:, :, ::1], f[:, :, ::1],
-        numba.int32[:, :, ::1], numba.int32[:, ::1], numba.int32[::1],
-        numba.float64, numba.float64, numba.float64,
-    )
+    return batch_argument_types(precision)

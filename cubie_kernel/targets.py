@@ -59,6 +59,7 @@ from importlib import metadata
 from typing import Any, Callable
 
 import attrs
+import numpy as np
 
 #: Built-in targets: name -> "module:attribute" of a zero-argument factory.
 BUILTIN_TARGETS = {
@@ -93,6 +94,47 @@ class KernelSizes:
     fingerprint: str
     #: Upper bound of a block of threads (targets without blocks ignore it).
     threads_per_block: int = 128
+
+
+def slice_allocator(region: str, offset: int, size: int) -> Callable | None:
+    """Plain-Python allocator ``(shared, persistent) -> slice`` of one region.
+
+    What every target's :meth:`Target.allocator` does for the ``"shared"``
+    and ``"persistent"`` regions before compiling it; None for any other
+    region (the target decides).
+    """
+    start, stop = int(offset), int(offset) + int(size)
+    if region == "shared":
+
+        def allocate(shared, persistent):
+            return shared[start:stop]
+
+    elif region == "persistent":
+
+        def allocate(shared, persistent):
+            return persistent[start:stop]
+
+    else:
+        return None
+    return allocate
+
+
+def batch_argument_types(precision) -> tuple:
+    """numba types of a batch kernel's arguments, as ``BatchSolverKernel`` passes them.
+
+    ``initial_values`` and ``parameters`` (variable, run), state and
+    observable outputs (save, variable, run), counter outputs, counters and
+    status (int32), then ``t0``, ``duration``, ``warmup`` (float64).
+    """
+    import numba
+
+    real = numba.from_dtype(np.dtype(precision))
+    i32 = numba.int32
+    return (
+        real[:, ::1], real[:, ::1], real[:, :, ::1], real[:, :, ::1],
+        i32[:, :, ::1], i32[:, ::1], i32[::1],
+        numba.float64, numba.float64, numba.float64,
+    )
 
 
 class Target:

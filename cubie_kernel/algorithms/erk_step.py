@@ -94,8 +94,9 @@ def step_source(tableau: ButcherTableau, n_states: int, n_parameters: int, lanes
         "def erk_step(state, proposed, error, parameters, t, h, first_stage, shared, persistent):",
         f"    # {tableau.name}: {s} stages, {n} states, {L} lanes"
         + (", sums relative to k_0" if relative else ""),
-        "    stages = alloc_stages(shared, persistent)",
     ]
+    if cast.fsal:  # only FSAL steps keep stages between calls
+        lines.append("    stages = alloc_stages(shared, persistent)")
 
     def evaluate(i: int, arguments: list[str], indent: str) -> list[str]:
         c_i = constant(f"C{i}", cast.c[i])

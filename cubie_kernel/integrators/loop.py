@@ -311,6 +311,25 @@ class IVPLoop(CompiledFactory):
 
         finish = jit(finish)
 
+        def fill(j, next_run, run_stride, initial_values, parameters, state, params,
+                 proposed, error, derivative, clock, flags, control_s, control_p,
+                 state_output, observable_output, counter_output, counters, status, t0,
+                 duration, warmup):
+            """Lane ``j`` (empty) takes the next run that needs a step; returns the
+            next run left. Runs that end without a step are finished on the way;
+            with no run left the lane stays empty (``flags[RUN + j] == -1``)."""
+            while next_run < status.shape[0]:
+                run = next_run
+                next_run += run_stride
+                if begin(run, j, initial_values, parameters, state, params, proposed, error,
+                         derivative, clock, flags, control_s, control_p, state_output,
+                         observable_output, counter_output, t0, duration, warmup) == 0:
+                    break
+                finish(j, flags, counters, status)
+            return next_run
+
+        fill = jit(fill)
+
         # prepare and settle work on every lane at once and are written
         # without branches that depend on a lane (conditional expressions
         # become selects), so that they vectorise across the block like the
@@ -424,10 +443,9 @@ class IVPLoop(CompiledFactory):
             step_p = step_persistent(shared, persistent)
             control_s = control_shared(shared, persistent)
             control_p = control_persistent(shared, persistent)
-            n_runs = status.shape[0]
             t_start = t0 + warmup
-            next_run = np.int64(first_run)  # a prange index may be unsigned:
-            run_stride = np.int64(run_stride)  # unsigned + signed is float in numba
+            next_run = np.int64(first_run)  # a thread index may be unsigned or
+            run_stride = np.int64(run_stride)  # 32-bit: unsigned + signed is float
             active = 0
             for j in range(L):
                 flags[RUN + j] = -1
@@ -435,16 +453,11 @@ class IVPLoop(CompiledFactory):
                 clock[T + j] = t0
                 clock[H_TRY + j] = 0.0
             for j in range(L):
-                while next_run < n_runs:
-                    run = next_run
-                    next_run += run_stride
-                    if begin(run, j, initial_values, parameters, state, params, proposed,
-                             error, derivative, clock, flags, control_s, control_p,
-                             state_output, observable_output, counter_output, t0, duration,
-                             warmup) == 0:
-                        active += 1
-                        break
-                    finish(j, flags, counters, status)
+                next_run = fill(j, next_run, run_stride, initial_values, parameters, state,
+                                params, proposed, error, derivative, clock, flags, control_s,
+                                control_p, state_output, observable_output, counter_output,
+                                counters, status, t0, duration, warmup)
+                active += 1 if flags[RUN + j] >= 0 else 0
             prepare(clock, flags)
             while active > 0:
                 step(state, proposed, error, params, clock[T : T + L], clock[H_TRY : H_TRY + L],
@@ -464,17 +477,11 @@ class IVPLoop(CompiledFactory):
                         prepare_lane(clock, flags, j)
                         continue
                     finish(j, flags, counters, status)
-                    active -= 1
-                    while next_run < n_runs:
-                        run = next_run
-                        next_run += run_stride
-                        if begin(run, j, initial_values, parameters, state, params, proposed,
-                                 error, derivative, clock, flags, control_s, control_p,
-                                 state_output, observable_output, counter_output, t0,
-                                 duration, warmup) == 0:
-                            active += 1
-                            break
-                        finish(j, flags, counters, status)
+                    next_run = fill(j, next_run, run_stride, initial_values, parameters,
+                                    state, params, proposed, error, derivative, clock, flags,
+                                    control_s, control_p, state_output, observable_output,
+                                    counter_output, counters, status, t0, duration, warmup)
+                    active += 0 if flags[RUN + j] >= 0 else -1
                     prepare_lane(clock, flags, j)  # the new run's first attempt, or none
 
         return jit(drive)

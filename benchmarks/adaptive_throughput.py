@@ -67,13 +67,12 @@ Usage: python benchmarks/adaptive_throughput.py [--runs N] [--sample S] [--repea
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import numba
 import numpy as np
 from scipy.integrate import solve_ivp as scipy_solve_ivp
 
+from _timing import timed  # benchmarks/ is on sys.path when a script runs
 from cubie_kernel import Solver
 from cubie_kernel.systems import lorenz
 
@@ -235,17 +234,9 @@ def make_numba_dp5(dtype):
                 counts[1, run] = rej
                 counts[2, run] = status
 
-    @numba.njit(parallel=True, fastmath=False, error_model="numpy")
     def plain(rho, rtol, atol, t_end, max_attempts, n_lanes, out, counts):
-        """One run per prange iteration (n_lanes unused)."""
-        for run in numba.prange(rho.shape[0]):
-            x, y, z, acc, rej, status = solve_one(rho[run], rtol, atol, t_end, max_attempts)
-            out[0, run] = x
-            out[1, run] = y
-            out[2, run] = z
-            counts[0, run] = acc
-            counts[1, run] = rej
-            counts[2, run] = status
+        """One run per prange iteration: interleaved with one lane per run (n_lanes unused)."""
+        interleaved(rho, rtol, atol, t_end, max_attempts, rho.shape[0], out, counts)
 
     return interleaved, plain
 
@@ -288,23 +279,6 @@ def scipy_sample(rho: np.ndarray, rtol: float, atol: float) -> tuple[np.ndarray,
 
 
 # -------------------------------------------------------------------- helpers
-def timed(fn, repeats: int):
-    """(compile s, median run s, result): first call minus the median of ``repeats``
-    calls made after one warm-up call."""
-    start = time.perf_counter()
-    fn()
-    first = time.perf_counter() - start
-    fn()  # warm-up
-    times = []
-    result = None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    run = statistics.median(times)
-    return max(first - run, 0.0), run, result
-
-
 def relative_difference(u: np.ndarray, ref: np.ndarray) -> np.ndarray:
     u = u.astype(np.float64)
     return np.linalg.norm(u - ref, axis=1) / np.maximum(np.linalg.norm(ref, axis=1), 1.0)

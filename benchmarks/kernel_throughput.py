@@ -54,12 +54,12 @@ Usage: python benchmarks/kernel_throughput.py [--runs N] [--steps M] [--repeats 
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import numba
 import numpy as np
 
+from _timing import timed  # benchmarks/ is on sys.path when a script runs
 from cubie_kernel import Solver, targets
 from cubie_kernel.systems import lorenz
 
@@ -87,6 +87,37 @@ def make_numba_baselines(dtype):
     x0, y0, z0 = f(1.0), f(0.0), f(0.0)
     half, sixth, two = f(0.5), f(1.0 / 6.0), f(2.0)
 
+    @numba.njit(inline="always", fastmath=False, error_model="numpy")
+    def rk4_step(x, y, z, r, dt, half_dt, sixth_dt):
+        """One classical RK4 step of Lorenz for one run, written out in scalars
+        (inlined into both kernels: in the lockstep one it is the lane loop's body)."""
+        k1x = sigma * (y - x)
+        k1y = x * (r - z) - y
+        k1z = x * y - beta * z
+        tx = x + half_dt * k1x
+        ty = y + half_dt * k1y
+        tz = z + half_dt * k1z
+        k2x = sigma * (ty - tx)
+        k2y = tx * (r - tz) - ty
+        k2z = tx * ty - beta * tz
+        tx = x + half_dt * k2x
+        ty = y + half_dt * k2y
+        tz = z + half_dt * k2z
+        k3x = sigma * (ty - tx)
+        k3y = tx * (r - tz) - ty
+        k3z = tx * ty - beta * tz
+        tx = x + dt * k3x
+        ty = y + dt * k3y
+        tz = z + dt * k3z
+        k4x = sigma * (ty - tx)
+        k4y = tx * (r - tz) - ty
+        k4z = tx * ty - beta * tz
+        return (
+            x + sixth_dt * (k1x + two * k2x + two * k3x + k4x),
+            y + sixth_dt * (k1y + two * k2y + two * k3y + k4y),
+            z + sixth_dt * (k1z + two * k2z + two * k3z + k4z),
+        )
+
     @numba.njit(parallel=True, fastmath=False, error_model="numpy")
     def per_run(rho, dt, n_steps, out):
         """One run per prange iteration, state and stages in scalars."""
@@ -96,30 +127,7 @@ def make_numba_baselines(dtype):
             r = rho[run]
             x, y, z = x0, y0, z0
             for _ in range(n_steps):
-                k1x = sigma * (y - x)
-                k1y = x * (r - z) - y
-                k1z = x * y - beta * z
-                tx = x + half_dt * k1x
-                ty = y + half_dt * k1y
-                tz = z + half_dt * k1z
-                k2x = sigma * (ty - tx)
-                k2y = tx * (r - tz) - ty
-                k2z = tx * ty - beta * tz
-                tx = x + half_dt * k2x
-                ty = y + half_dt * k2y
-                tz = z + half_dt * k2z
-                k3x = sigma * (ty - tx)
-                k3y = tx * (r - tz) - ty
-                k3z = tx * ty - beta * tz
-                tx = x + dt * k3x
-                ty = y + dt * k3y
-                tz = z + dt * k3z
-                k4x = sigma * (ty - tx)
-                k4y = tx * (r - tz) - ty
-                k4z = tx * ty - beta * tz
-                x = x + sixth_dt * (k1x + two * k2x + two * k3x + k4x)
-                y = y + sixth_dt * (k1y + two * k2y + two * k3y + k4y)
-                z = z + sixth_dt * (k1z + two * k2z + two * k3z + k4z)
+                x, y, z = rk4_step(x, y, z, r, dt, half_dt, sixth_dt)
             out[0, run] = x
             out[1, run] = y
             out[2, run] = z
@@ -144,34 +152,9 @@ def make_numba_baselines(dtype):
                 zs[j] = z0
             for _ in range(n_steps):
                 for j in range(LANES):
-                    x = xs[j]
-                    y = ys[j]
-                    z = zs[j]
-                    r = rs[j]
-                    k1x = sigma * (y - x)
-                    k1y = x * (r - z) - y
-                    k1z = x * y - beta * z
-                    tx = x + half_dt * k1x
-                    ty = y + half_dt * k1y
-                    tz = z + half_dt * k1z
-                    k2x = sigma * (ty - tx)
-                    k2y = tx * (r - tz) - ty
-                    k2z = tx * ty - beta * tz
-                    tx = x + half_dt * k2x
-                    ty = y + half_dt * k2y
-                    tz = z + half_dt * k2z
-                    k3x = sigma * (ty - tx)
-                    k3y = tx * (r - tz) - ty
-                    k3z = tx * ty - beta * tz
-                    tx = x + dt * k3x
-                    ty = y + dt * k3y
-                    tz = z + dt * k3z
-                    k4x = sigma * (ty - tx)
-                    k4y = tx * (r - tz) - ty
-                    k4z = tx * ty - beta * tz
-                    xs[j] = x + sixth_dt * (k1x + two * k2x + two * k3x + k4x)
-                    ys[j] = y + sixth_dt * (k1y + two * k2y + two * k3y + k4y)
-                    zs[j] = z + sixth_dt * (k1z + two * k2z + two * k3z + k4z)
+                    xs[j], ys[j], zs[j] = rk4_step(
+                        xs[j], ys[j], zs[j], rs[j], dt, half_dt, sixth_dt
+                    )
             for j in range(min(LANES, n_runs - start)):
                 out[0, start + j] = xs[j]
                 out[1, start + j] = ys[j]
@@ -214,23 +197,6 @@ def make_jax_rk4(jax_modules, rho, dt: float, n_steps: int):
 
     solve = jax.jit(lambda u: lax.fori_loop(0, n_steps, step, u))
     return lambda: solve(u0).block_until_ready()
-
-
-def timed(fn, repeats: int):
-    """(compile s, median run s, result): first call minus the median of ``repeats``
-    calls made after one warm-up call."""
-    start = time.perf_counter()
-    fn()
-    first = time.perf_counter() - start
-    fn()  # warm-up
-    times = []
-    result = None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    run = statistics.median(times)
-    return max(first - run, 0.0), run, result
 
 
 def check_agreement(name: str, final: np.ndarray, ref: np.ndarray, precision: str) -> float:

@@ -85,10 +85,16 @@ def test_processes_filling_one_folder_at_once(tmp_path):
 
 
 def test_cache_off_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home"))  # the default folder
     monkeypatch.setenv(kernel_cache.CACHE_DIR_ENV, "off")
     assert kernel_cache.cache_dir() is None
+    module = kernel_cache.import_source("test", "VALUE = 4\n", identity=f"off {tmp_path}")
+    assert module.VALUE == 4
+    assert not (tmp_path / "home").exists()  # compiled in memory, nothing on disk
     monkeypatch.setenv(kernel_cache.CACHE_DIR_ENV, str(tmp_path / "k"))
     assert kernel_cache.cache_dir() == tmp_path / "k"
+    kernel_cache.import_source("test", "VALUE = 5\n", identity=f"on {tmp_path}")
+    assert len(list((tmp_path / "k").glob(f"{kernel_cache.MODULE_PREFIX}test_*.py"))) == 1
 
 
 def test_default_folder_is_the_user_cache(monkeypatch, tmp_path):

@@ -21,7 +21,8 @@ from cubie_kernel.factory import CompiledFactory
 from cubie_kernel.integrators.loop import COUNTER_NAMES
 from cubie_kernel.integrators.single_run import SETTINGS as RUN_SETTINGS
 from cubie_kernel.integrators.single_run import SingleIntegratorRun
-from cubie_kernel.outputs import OutputFlags, save_times
+from cubie_kernel.outputs import Output, save_times, window_bounds
+from cubie_kernel.outputs.output import n_windows
 
 #: Fraction of free device memory one batch chunk may use.
 DEVICE_MEMORY_FRACTION = 0.8
@@ -32,7 +33,7 @@ class BatchSolverConfig:
     """Compile-time settings of the batch kernel: no memory sizes here."""
 
     loop_fn: Any
-    compile_flags: OutputFlags
+    compile_flags: Output
     precision: type
 
 
@@ -42,20 +43,29 @@ class BatchOutput:
 
     ``state`` is (time, variable, run), ``observables`` likewise,
     ``save_counters`` (time, counter, run) holds cumulative step counts at
-    each save (zero counters unless requested), ``counters`` is
-    (counter, run), ``status`` is (run,), ``time`` holds the
-    save times (absolute, float64); ``kernel_seconds`` sums the kernel's own
-    time over device chunks (CUDA events on a GPU, wall time on the cpu).
+    each save (zero counters unless requested), ``summaries`` (window, slot,
+    run) the summary metrics' results (slots as
+    :meth:`Output.resolve <cubie_kernel.outputs.Output.resolve>` lays them
+    out), ``final_state`` (state, run) each run's last state (zero states
+    unless requested), ``counters`` is (counter, run), ``status`` is (run,),
+    ``time`` holds the save times and ``window_start``/``window_end`` the
+    windows' bounds (absolute, float64); ``kernel_seconds`` sums the
+    kernel's own time over device chunks (CUDA events on a GPU, wall time
+    on the cpu).
     """
 
     time: np.ndarray
     state: np.ndarray
     observables: np.ndarray
     save_counters: np.ndarray
+    summaries: np.ndarray
+    final_state: np.ndarray
     counters: np.ndarray
     status: np.ndarray
     n_chunks: int
     kernel_seconds: float
+    window_start: np.ndarray
+    window_end: np.ndarray
 
 
 class BatchSolverKernel(CompiledFactory):
@@ -122,7 +132,7 @@ class BatchSolverKernel(CompiledFactory):
         settings = {k: v for k, v in updates.items() if k in RUN_SETTINGS}
         locations = {k: v for k, v in updates.items() if k in location_keys}
         if settings:
-            attrs.evolve(run.settings, **settings)  # validates, changes nothing
+            run.evolved(settings)  # validates, changes nothing
         for owner in self._owners():
             self.registry.check_update(owner, locations)
         recognised = run.update(settings)
@@ -171,6 +181,11 @@ class BatchSolverKernel(CompiledFactory):
     def n_saves(self, duration: float) -> int:
         return len(save_times(duration, self.single_integrator.settings.save_every))
 
+    def n_windows(self, duration: float) -> int:
+        """Summary windows of a run of ``duration`` (1 without summaries)."""
+        output = self.single_integrator.settings.output
+        return n_windows(self.n_saves(duration), output.samples_per_window)
+
     def per_run_device_bytes(self, duration: float) -> int:
         """Device bytes one run needs: inputs + outputs + registry scratch.
 
@@ -180,9 +195,11 @@ class BatchSolverKernel(CompiledFactory):
         system = run.system
         inputs = (system.n_states + system.n_parameters) * self.itemsize
         outputs = self.n_saves(duration) * (run.n_saved_states + run.n_saved_observables)
+        outputs += self.n_windows(duration) * run.n_summary_slots
+        outputs += system.n_states if run.compile_flags.final_state else 0
         outputs *= self.itemsize
         bookkeeping = (len(COUNTER_NAMES) + 1) * 4 + run_state.bytes_per_run()
-        if run.compile_flags.save_counters:
+        if run.compile_flags.counters:
             bookkeeping += self.n_saves(duration) * len(COUNTER_NAMES) * 4
         scratch = self.registry.scratch_elements(run) * self.itemsize
         return inputs + outputs + bookkeeping + scratch
@@ -291,7 +308,7 @@ class BatchSolverKernel(CompiledFactory):
         parameters = np.ascontiguousarray(parameters, dtype=precision)
         n_runs = initial_values.shape[1]
         times = self.output_times(duration, t0, warmup)
-        shapes = self._output_shapes(times.size)
+        shapes = self._output_shapes(duration)
         outputs = [np.zeros(shape + (n_runs,), dtype) for shape, dtype in shapes]
         kernel = self.device_function
         if max_launch_runs is None:
@@ -313,29 +330,40 @@ class BatchSolverKernel(CompiledFactory):
             if stop - start != n_runs:
                 for whole, part in zip(outputs, arrays[2:]):
                     whole[..., start:stop] = part
-        return BatchOutput(times, *outputs, n_chunks=len(starts), kernel_seconds=kernel_seconds)
+        return BatchOutput(times, *outputs, n_chunks=len(starts), kernel_seconds=kernel_seconds,
+                           **self._window_times(duration, t0, warmup))
 
     def output_times(self, duration: float, t0: float = 0.0, warmup: float = 0.0) -> np.ndarray:
         """Absolute save times (float64) of a run of ``duration`` after ``warmup``."""
         return float(t0) + float(warmup) + save_times(duration, self.single_integrator.settings.save_every)
 
-    def _output_shapes(self, n_saves: int) -> tuple[tuple[tuple[int, ...], type], ...]:
+    def _output_shapes(self, duration: float) -> tuple[tuple[tuple[int, ...], type], ...]:
         """(shape without the run axis, dtype) of every output, in BatchOutput order."""
         run = self.single_integrator
+        flags = run.compile_flags
+        n_saves = self.n_saves(duration)
         n_counters = len(COUNTER_NAMES)
         return (
             ((n_saves, run.n_saved_states), run.precision),
             ((n_saves, run.n_saved_observables), run.precision),
-            ((n_saves, n_counters if run.compile_flags.save_counters else 0), np.int32),
+            ((n_saves, n_counters if flags.counters else 0), np.int32),
+            ((self.n_windows(duration), run.n_summary_slots), run.precision),
+            ((run.system.n_states if flags.final_state else 0,), run.precision),
             ((n_counters,), np.int32),
             ((), np.int32),
         )
 
+    def _window_times(self, duration, t0, warmup) -> dict[str, np.ndarray]:
+        start, end = window_bounds(duration, self.single_integrator.settings.output)
+        offset = float(t0) + float(warmup)
+        return {"window_start": offset + start, "window_end": offset + end}
+
     def empty_output(self, duration: float, t0: float = 0.0, warmup: float = 0.0) -> BatchOutput:
         """The output of a batch of zero runs: every array at its shape, nothing compiled."""
         times = self.output_times(duration, t0, warmup)
-        arrays = [np.zeros(shape + (0,), dtype) for shape, dtype in self._output_shapes(times.size)]
-        return BatchOutput(times, *arrays, n_chunks=0, kernel_seconds=0.0)
+        arrays = [np.zeros(shape + (0,), dtype) for shape, dtype in self._output_shapes(duration)]
+        return BatchOutput(times, *arrays, n_chunks=0, kernel_seconds=0.0,
+                           **self._window_times(duration, t0, warmup))
 
     def _launch(self, kernel, arrays, duration, t0, warmup) -> float:
         scalars = (float(t0), float(duration), float(warmup))

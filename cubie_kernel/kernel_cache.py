@@ -142,7 +142,8 @@ def describe(value: Any) -> str:
     """A stable text for a settings value (same value -> same text, any process).
 
     attrs instances become their class and fields, systems their definition,
-    types their qualified name; callables are left out (they are built from
+    types and other callables their qualified name (a user's metric function
+    is told apart by its module and name; compiled callables are built from
     the settings that are described).
     """
     if hasattr(value, "definition_key"):
@@ -161,7 +162,7 @@ def describe(value: Any) -> str:
     if isinstance(value, Mapping):
         return "{" + ", ".join(f"{k!r}: {describe(v)}" for k, v in sorted(value.items())) + "}"
     if callable(value):
-        return "<fn>"
+        return f"<fn {getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', '?')}>"
     return repr(value)
 
 

@@ -9,6 +9,7 @@ import xarray as xr
 
 from cubie_kernel.batch_kernel import BatchOutput
 from cubie_kernel.integrators.loop import COUNTER_NAMES
+from cubie_kernel.outputs import Output
 from cubie_kernel.status import status_attrs
 from cubie_kernel.systems import ODESystem
 
@@ -16,6 +17,7 @@ from cubie_kernel.systems import ODESystem
 #: may not take them.
 RESERVED_NAMES = (
     "status", *COUNTER_NAMES, *(f"{name}_at_save" for name in COUNTER_NAMES), "run", "time",
+    "window", "window_start", "window_end",
 )
 
 
@@ -56,29 +58,40 @@ def batch_dataset(
     output: BatchOutput,
     coords: Mapping[str, np.ndarray],
     attrs: Mapping,
-    save_states: bool = True,
-    save_observables: bool = True,
+    declared: Output | None = None,
 ) -> xr.Dataset:
     """Build the result Dataset with one constructor call.
 
     Dims ``run`` and ``time``; one variable per saved state and observable
     (``x(run, time)``, views of the (time, variable, run) arrays, no copy),
-    ``status(run)`` as a CF flag variable, step counters per run, swept
-    inputs as coordinates along ``run``, solver settings in ``attrs``.
+    one per summary result (``x_max(run, window)``, ``x_peaks(run, window,
+    peak)``, with CF ``cell_methods``, units and long names; window bounds
+    as coordinates ``window_start``/``window_end``), ``x_final(run)`` when
+    final states are kept, ``status(run)`` as a CF flag variable, step
+    counters per run, swept inputs as coordinates along ``run``, solver
+    settings in ``attrs``. ``declared`` is the run's :class:`Output`.
     """
+    declared = Output() if declared is None else declared
+    resolved = declared.resolve(system)
     data_vars = {}
-    if save_states:
+    for column, index in enumerate(resolved.states):
+        name = system.state_names[index]
+        data_vars[name] = (
+            ("run", "time"), output.state[:, column, :].T, describe(system, name, f"state {name}")
+        )
+    for column, index in enumerate(resolved.observables):
+        name = system.observable_names[index]
+        data_vars[name] = (
+            ("run", "time"),
+            output.observables[:, column, :].T,
+            describe(system, name, f"observable {name}"),
+        )
+    data_vars.update(summary_variables(system, resolved, output.summaries))
+    if output.final_state.shape[0]:
         for i, name in enumerate(system.state_names):
-            data_vars[name] = (
-                ("run", "time"), output.state[:, i, :].T, describe(system, name, f"state {name}")
-            )
-    if save_observables:
-        for i, name in enumerate(system.observable_names):
-            data_vars[name] = (
-                ("run", "time"),
-                output.observables[:, i, :].T,
-                describe(system, name, f"observable {name}"),
-            )
+            info = describe(system, name, f"state {name}")
+            info["long_name"] = f"{info['long_name']} at the end of the run"
+            data_vars[f"{name}_final"] = (("run",), output.final_state[i], info)
     if output.save_counters.shape[1]:
         for i, name in enumerate(COUNTER_NAMES):
             data_vars[f"{name}_at_save"] = (
@@ -95,11 +108,54 @@ def batch_dataset(
         "run": ("run", np.arange(n_runs), {"long_name": "run index"}),
         "time": ("time", output.time, {**describe(system, "t", "time"), "standard_name": "time"}),
     }
+    if resolved.summary_slots:
+        time_units = describe(system, "t", "time")
+        for bound, words in (("start", "start"), ("end", "end")):
+            all_coords[f"window_{bound}"] = (
+                "window", getattr(output, f"window_{bound}"),
+                {**time_units, "long_name": f"{words} of the summary window"},
+            )
     for name, values in coords.items():
         all_coords[name] = ("run", values, input_attrs(system, name))
     return xr.Dataset(
         data_vars=data_vars, coords=all_coords, attrs={"Conventions": CONVENTIONS, **attrs}
     )
+
+
+def summary_variables(system: ODESystem, resolved, summaries: np.ndarray) -> dict:
+    """``x_<result>(run, window[, dim])`` for every summary slot group.
+
+    ``summaries`` is the (window, slot, run) array; the variables are views.
+    """
+    out = {}
+    time_units = system.units.get("t")
+    for group in resolved.summary_slots:
+        slot = group.first_slot
+        option = group.request.option
+        base = describe(system, group.variable, f"{group.kind} {group.variable}")
+        units = system.units.get(group.variable)
+        for result in group.request.metric.results:
+            size = result.size(option)
+            values = summaries[:, slot : slot + size, :]
+            info = {"long_name": f"{result.long_name} of {base['long_name']}"}
+            if result.cell_methods:
+                info["cell_methods"] = result.cell_methods
+            unit = {
+                "same": units,
+                "time": time_units,
+                "1": "1",
+                "per_time": f"({units}) / ({time_units})" if units and time_units else None,
+            }[result.units]
+            if unit:
+                info["units"] = unit
+            info["metric"] = group.request.label
+            name = f"{group.variable}_{result.suffix}"
+            if result.count == "option":
+                out[name] = (("run", "window", result.dim), values.transpose(2, 0, 1), info)
+            else:
+                out[name] = (("run", "window"), values[:, 0, :].T, info)
+            slot += size
+    return out
 
 
 #: The CF version results follow (``Conventions`` global attribute).

@@ -14,7 +14,12 @@ from cubie_kernel.batch_kernel import BatchSolverKernel
 from cubie_kernel.buffers import BufferRegistry
 from cubie_kernel.inputs import build_batch, check_finite_number
 from cubie_kernel.integrators.single_run import SETTINGS as RUN_SETTINGS
-from cubie_kernel.integrators.single_run import IntegratorSettings, SingleIntegratorRun
+from cubie_kernel.integrators.single_run import (
+    IntegratorSettings,
+    SingleIntegratorRun,
+    split_output_settings,
+)
+from cubie_kernel.outputs import Output
 from cubie_kernel.precision import check_precision
 from cubie_kernel.results import batch_dataset, check_result_names
 from cubie_kernel.systems import ODESystem
@@ -34,6 +39,12 @@ class Solver:
         Step size of fixed-step integration (required for it).
     save_every
         Interval between saved states; None saves only the final state.
+        Shorthand for ``output=Output(save_every=...)``.
+    output
+        The declared outputs (:class:`~cubie_kernel.outputs.Output`, or a
+        mapping of its fields): time series, summary metrics, final state,
+        per-save counters. Give either ``output`` or the shorthands
+        ``save_every``/``save_states``/``save_observables``/``save_counters``.
     target
         ``"auto"`` (cuda when a real GPU is visible, else cpu), ``"cpu"`` or
         ``"cuda"``.
@@ -48,8 +59,9 @@ class Solver:
         and 1e-3), ``dt0`` (first step; estimated per run when None),
         ``dt_min``, ``dt_max``, ``max_steps`` (attempted steps per run),
         ``safety``, ``min_factor``, ``max_factor``, gains ``kp``/``ki``/``kd``.
-        Outputs: ``save_states``, ``save_observables``, ``save_counters``
-        (cumulative ``n_steps_at_save``/``n_rejected_at_save`` per save).
+        Output shorthands: ``save_states``, ``save_observables`` (True: all,
+        False: none), ``save_counters`` (cumulative
+        ``n_steps_at_save``/``n_rejected_at_save`` per save).
         Device:
         ``threads_per_block`` and buffer locations such as
         ``state_location="shared"``.
@@ -64,6 +76,7 @@ class Solver:
         target: str = "auto",
         precision: Any = np.float64,
         registry: BufferRegistry | None = None,
+        output: Output | Mapping | None = None,
         **settings: Any,
     ) -> None:
         if not isinstance(system, ODESystem):
@@ -80,9 +93,14 @@ class Solver:
         if unknown:
             raise ValueError(
                 f"unknown setting(s) {unknown}; valid keyword settings: "
-                f"{', '.join(sorted(set(RUN_SETTINGS) - {'method', 'dt', 'save_every', 'target', 'precision'}))}, "
+                f"{', '.join(sorted(set(RUN_SETTINGS) - {'method', 'dt', 'save_every', 'target', 'precision', 'output'}))}, "
                 "threads_per_block and <buffer>_location"
             )
+        if save_every is not None:
+            run_settings["save_every"] = save_every
+        if output is not None:
+            run_settings["output"] = output
+        run_settings = split_output_settings(run_settings)
         get_tableau(method)
         resolved = targets.resolve_target(target)
         self.registry = registry if registry is not None else BufferRegistry()
@@ -91,7 +109,6 @@ class Solver:
                 system=system,
                 method=method,
                 dt=dt,
-                save_every=save_every,
                 precision=precision,
                 target=resolved,
                 **run_settings,
@@ -234,6 +251,11 @@ class Solver:
             "method": get_tableau(s.method).name,
             "controller": s.controller_name,
             "save_every": "final state only" if s.save_every is None else s.save_every,
+            "saving": "dense output" if s.dense_output else "steps land on save times",
+            "summaries": ", ".join(r.label for r in s.output.summaries) or "none",
+            "summarise_every": (
+                "whole run" if s.output.summarise_every is None else s.output.summarise_every
+            ),
             "precision": np.dtype(s.precision).name,
             "target": s.target,
             "t0": t0,
@@ -256,9 +278,7 @@ class Solver:
         for name, value in self.system.default_parameters.items():
             if name not in batch.coords:
                 attrs[f"parameter_{name}"] = value
-        return batch_dataset(
-            self.system, output, batch.coords, attrs, s.save_states, s.save_observables
-        )
+        return batch_dataset(self.system, output, batch.coords, attrs, s.output)
 
 
 def solve_ivp(

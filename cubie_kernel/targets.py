@@ -123,8 +123,10 @@ def batch_argument_types(precision) -> tuple:
     """numba types of a batch kernel's arguments, as ``BatchSolverKernel`` passes them.
 
     ``initial_values`` and ``parameters`` (variable, run), state and
-    observable outputs (save, variable, run), counter outputs, counters and
-    status (int32), then ``t0``, ``duration``, ``warmup`` (float64).
+    observable outputs (sample, variable, run), counter outputs (sample,
+    counter, run, int32), summaries (window, slot, run), final states
+    (state, run), counters (counter, run) and status (run) (int32), then
+    ``t0``, ``duration``, ``warmup`` (float64).
     """
     import numba
 
@@ -132,7 +134,7 @@ def batch_argument_types(precision) -> tuple:
     i32 = numba.int32
     return (
         real[:, ::1], real[:, ::1], real[:, :, ::1], real[:, :, ::1],
-        i32[:, :, ::1], i32[:, ::1], i32[::1],
+        i32[:, :, ::1], real[:, :, ::1], real[:, ::1], i32[:, ::1], i32[::1],
         numba.float64, numba.float64, numba.float64,
     )
 
@@ -184,8 +186,9 @@ class Target:
         """Compile the batch kernel around the common ``driver``.
 
         ``driver(initial_values, parameters, state_output, observable_output,
-        counter_output, counters, status, t0, duration, warmup, first_run,
-        run_stride, shared, persistent, clock, flags)`` runs the runs
+        counter_output, summary_output, final_output, counters, status, t0,
+        duration, warmup, first_run, run_stride, shared, persistent, clock,
+        flags)`` runs the runs
         ``first_run, first_run + run_stride, ...`` through one block of
         lanes (:func:`cubie_kernel.integrators.loop.IVPLoop.build`).
         """

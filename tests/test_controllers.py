@@ -154,12 +154,12 @@ class Harness:
     def lane_form(self, values):
         return np.repeat(np.asarray(values, self.dtype), self.lanes)
 
-    def __call__(self, dt, state, proposed, error):
+    def __call__(self, dt, state, proposed, error, clamped=False):
         h = np.full(self.lanes, float(self.dtype(dt)))
         accept = np.full(self.lanes, -1, np.int32)
         h_next = np.full(self.lanes, np.nan)
         self.control(
-            h, self.lane_form(state), self.lane_form(proposed), self.lane_form(error),
+            h, np.full(self.lanes, int(clamped), np.int32), self.lane_form(state), self.lane_form(proposed), self.lane_form(error),
             accept, h_next, self.shared, self.persistent,
         )
         assert np.all(accept == accept[0]) and accept[0] in (0, 1), "lanes disagree"
@@ -687,9 +687,11 @@ def _sequence_kernel(control, reset):
         h = cuda.local.array(1, numba.float64)
         verdict = cuda.local.array(1, numba.int32)
         proposal = cuda.local.array(1, numba.float64)
+        clamped = cuda.local.array(1, numba.int32)
+        clamped[0] = 0
         for i in range(dts.shape[0]):
             h[0] = dts[i]
-            control(h, states[i], proposed[i], errors[i], verdict, proposal, shared, persistent)
+            control(h, clamped, states[i], proposed[i], errors[i], verdict, proposal, shared, persistent)
             accepts[i] = verdict[0]
             dt_next[i] = proposal[0]
 

@@ -18,6 +18,16 @@ Layout of a tableau with ``s`` stages::
 ``a`` holds the strictly lower triangle as ragged rows (row ``i`` has ``i``
 entries), ``b_error`` holds ``b - b_hat`` directly, so the local error
 estimate is the single weighted sum ``dt * sum_i b_error[i] * k_i``.
+
+Continuous extension (dense output)
+-----------------------------------
+Between the ends of a step, ``y(t_n + theta h) = y_n + h sum_i b_i(theta)
+k_i`` with weight polynomials ``b_i(theta) = sum_q dense[i][q] theta**(q+1)``
+(``b_i(1) = b_i``). A tableau may carry its published ``dense`` rows
+(Dormand-Prince, Tsitouras); every other one gets the cubic Hermite
+interpolant of the step's ends (:meth:`ButcherTableau.interpolant`), which
+needs ``f(t_n+1, y_n+1)``: the last stage of an FSAL tableau, one more
+evaluation otherwise.
 """
 
 from __future__ import annotations
@@ -118,6 +128,8 @@ class ButcherTableau:
     b_error: tuple | None = attrs.field(default=None, converter=_optional_row)
     error_order: int | None = None
     description: str = ""
+    dense: tuple | None = attrs.field(default=None, converter=lambda v: None if v is None else _rows(v))
+    dense_order: int | None = None
 
     def __attrs_post_init__(self):
         s = len(self.b)
@@ -147,8 +159,51 @@ class ButcherTableau:
                 problems.append("b_error given without error_order")
         elif self.error_order is not None:
             problems.append("error_order given without b_error")
+        if self.dense is not None:
+            if len(self.dense) != s or len({len(row) for row in self.dense}) != 1:
+                problems.append(f"dense needs {s} rows of equal length (one per stage)")
+            else:
+                for i, row in enumerate(self.dense):
+                    if abs(sum(row, Fraction(0)) - self.b[i]) > ALGEBRA_TOLERANCE:
+                        problems.append(
+                            f"dense row {i} sums to {float(sum(row))} but b[{i}] = "
+                            f"{float(self.b[i])} (the interpolant must end at the solution)"
+                        )
+            if self.dense_order is None:
+                problems.append("dense given without dense_order")
         if problems:
             raise ValueError(f"tableau {self.name!r}: " + "; ".join(problems))
+
+    def interpolant(self) -> tuple[tuple[tuple[Fraction, ...], ...], bool]:
+        """Weight polynomials of the step's continuous extension.
+
+        Returns ``(rows, end_derivative)``: ``rows[i][q]`` is the coefficient
+        of ``theta**(q+1)`` in ``b_i(theta)`` for every stage ``i``; when
+        ``end_derivative`` is True there is one more row, for ``f(t_n+1,
+        y_n+1)`` (evaluated after the step). The published rows when the
+        tableau has them, else the cubic Hermite interpolant of ``(y_n,
+        f_n)`` and ``(y_n+1, f_n+1)``::
+
+            b_i(theta) = d_i0 theta + (3 b_i - 2 d_i0 - d_iL) theta**2
+                         + (d_i0 + d_iL - 2 b_i) theta**3
+
+        with ``L`` the last stage of an FSAL tableau (else the extra row).
+        """
+        if self.dense is not None:
+            return self.dense, False
+        s = self.n_stages
+        last = s - 1 if self.fsal else s
+        rows = []
+        for i in range(s + (0 if self.fsal else 1)):
+            b = self.b[i] if i < s else Fraction(0)
+            first, end = Fraction(int(i == 0)), Fraction(int(i == last))
+            rows.append((first, 3 * b - 2 * first - end, first + end - 2 * b))
+        return tuple(rows), not self.fsal
+
+    @property
+    def interpolation_order(self) -> int:
+        """Order of the continuous extension (3 for the Hermite fallback)."""
+        return self.dense_order if self.dense is not None else min(3, self.order)
 
     @property
     def n_stages(self) -> int:
@@ -218,3 +273,25 @@ class ButcherTableau:
             fsal=self.fsal,
             adaptive=self.adaptive,
         )
+
+
+def polynomial(scale, *factors: Sequence) -> tuple[Fraction, ...]:
+    """Coefficients of ``theta**1, theta**2, ...`` of ``scale * prod(factors)``.
+
+    Each factor is a polynomial in ``theta`` as its coefficients from the
+    constant term up (``[-1, 1]`` is ``theta - 1``); values as for tableau
+    coefficients (ints, Fractions, decimal strings). For interpolants
+    published in factored form; the constant term of the product must be 0
+    (every weight polynomial vanishes at ``theta = 0``).
+    """
+    product = [_to_fraction(scale)]
+    for factor in factors:
+        factor = _row(factor)
+        out = [Fraction(0)] * (len(product) + len(factor) - 1)
+        for i, p in enumerate(product):
+            for k, f in enumerate(factor):
+                out[i + k] += p * f
+        product = out
+    if product[0] != 0:
+        raise ValueError("a weight polynomial must vanish at theta = 0")
+    return tuple(product[1:])

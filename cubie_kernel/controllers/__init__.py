@@ -2,10 +2,11 @@
 
 Gains plus a contract: every controller is a factory
 (:class:`~cubie_kernel.controllers.base.StepController`) of the device
-function ``control(dt, state, proposed, error, shared, persistent) ->
-(accept, dt_next)`` and of ``reset(shared, persistent)``, which the loop
-calls once at the start of each run. Error history is one persistent
-``history`` buffer registered under the controller.
+function ``control(h, clamped, state, proposed, error, accept, h_next,
+shared, persistent)``, which settles a block of lanes, and of ``reset(shared,
+persistent, j)``, which the loop calls once at the start of each run. Error
+history is one persistent ``history`` buffer registered under the controller,
+never updated by a clamped step.
 
 ========================  ==================================================
 ``"fixed"``               accept every step, keep ``dt`` (not adaptive)

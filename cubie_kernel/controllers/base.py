@@ -6,10 +6,11 @@ A controller is a :class:`~cubie_kernel.factory.CompiledFactory` with two
 device functions, both compiled lazily from plain Python for the settings'
 target:
 
-``control(h, state, proposed, error, accept, h_next, shared, persistent)``
+``control(h, clamped, state, proposed, error, accept, h_next, shared, persistent)``
     For every lane ``j`` of a block (see :mod:`cubie_kernel.targets`):
     ``h[j]`` (float64 holding a value of the run's precision) is the step
-    just attempted; ``state`` holds the values before it, ``proposed`` the
+    just attempted, ``clamped[j]`` (int32) is nonzero when it was shortened
+    to land on a time (the end of the warm-up or of the run); ``state`` holds the values before it, ``proposed`` the
     values after it and ``error`` its local error estimate ``dt * sum_i e_i
     k_i`` (lane-form arrays of the run's precision: state ``i`` of lane
     ``j`` at ``i * L + j``); ``shared``/``persistent`` are the controller's
@@ -52,7 +53,9 @@ error behaves like ``dt ** k``.
 
 History lives in one persistent buffer, ``history``, registered under the
 controller (size 0 where none is needed; element ``m`` of lane ``j`` at
-``m * L + j``) and updated on accepted steps only.
+``m * L + j``) and updated on accepted steps only, never by a clamped step:
+its small error says nothing about the step size the solution allows, and
+in a filter's history (PI, PID) it would shrink the steps after it.
 """
 
 from __future__ import annotations
@@ -364,7 +367,7 @@ class StepController(CompiledFactory):
         lanes = self.lanes
         n_history = self.history_size
 
-        def control(h, state, proposed, error, accept, h_next, shared, persistent):
+        def control(h, clamped, state, proposed, error, accept, h_next, shared, persistent):
             history = alloc_history(shared, persistent)
             for j in range(lanes):  # the norms first (this loop vectorises)...
                 h_next[j] = error_norm(state, proposed, error, j)
@@ -380,9 +383,9 @@ class StepController(CompiledFactory):
                     h0 = history[j] if n_history > 0 else one
                     h1 = history[lanes + j] if n_history > 1 else one
                     factor, h0, h1 = accepted_factor(dt, floored, h0, h1)
-                    if n_history > 0:
+                    if n_history > 0 and clamped[j] == 0:
                         history[j] = h0
-                    if n_history > 1:
+                    if n_history > 1 and clamped[j] == 0:
                         history[lanes + j] = h1
                     factor = min(max(factor, min_factor), max_factor)
                     accept[j] = 1

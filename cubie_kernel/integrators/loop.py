@@ -80,12 +80,17 @@ class LoopSettings:
 
     ``dt`` is the fixed step (fixed controller); ``dt0`` the first step of
     an adaptive run (None: estimated per run as scipy does); ``dt_min`` and
-    ``max_steps`` end adaptive runs that stall.
+    ``max_steps`` end adaptive runs that stall. ``dense``: samples come
+    from the step's continuous extension instead of landing steps on them
+    (adaptive methods with ``save_every``); ``final_state``: write each
+    run's last state to the final-state output.
     """
 
     system: ODESystem
     dt: float | None = None
     save_every: float | None = None
+    dense: bool = False
+    final_state: bool = False
     dt0: float | None = None
     dt_min: float = attrs.fields(ControllerSettings).dt_min.default
     max_steps: int = DEFAULT_MAX_STEPS
@@ -138,7 +143,10 @@ class IVPLoop(CompiledFactory):
         self._registry.register("error", self, n if self.step.tableau.adaptive else 0)
         self._registry.register("derivative", self, n if self.estimates_first_step else 0)
         self._registry.register("parameters", self, self.compile_settings.system.n_parameters)
+        self._registry.register("sample_state", self, n if self.compile_settings.dense else 0)
         children = self._registry.children(self)
+        if "output" not in children:
+            self._registry.register_child(self, self.output, "output")
         if "step" not in children:
             self._registry.register_child(self, self.step, "step")
         if "controller" not in children:
@@ -163,16 +171,28 @@ class IVPLoop(CompiledFactory):
         alloc_error = allocator("error")
         alloc_derivative = allocator("derivative")
         alloc_parameters = allocator("parameters")
+        alloc_sample = allocator("sample_state")
         step_shared, step_persistent = registry.get_child_allocators(
             self, self.step, "step", s.target, precision
         )
         control_shared, control_persistent = registry.get_child_allocators(
             self, self.controller, "controller", s.target, precision
         )
+        output_shared, output_persistent = registry.get_child_allocators(
+            self, self.output, "output", s.target, precision
+        )
         step = self.step.device_function
         control = self.controller.device_function
         reset_controller = self.controller.reset_function
-        save = self.output.device_function
+        take_sample = self.output.device_function
+        fail_summaries = self.output.fail_function
+        dense = bool(s.dense)
+        if dense:
+            interpolate = self.step.interpolate_function
+            end_derivative = self.step.end_derivative_function
+            alloc_dense = registry.get_allocator(
+                "dense_stages", self.step, s.target, precision
+            )
         first_step = self._build_first_step(backend, precision, lanes)
         jit = backend.device_jit
         n_states = s.system.n_states
@@ -180,6 +200,7 @@ class IVPLoop(CompiledFactory):
         adaptive = self.adaptive
         estimate_first_step = self.estimates_first_step
         fsal = self.step.tableau.fsal
+        final_state = bool(s.final_state)
         # Adaptive steps live in the run's precision (so do the controller and
         # the first-step estimate): float32 runs do float64 arithmetic only on
         # time. A fixed step stays float64, so that time advances by exactly dt.
@@ -198,9 +219,10 @@ class IVPLoop(CompiledFactory):
         too_small = int(RunStatus.STEP_SIZE_TOO_SMALL)
         too_many = int(RunStatus.MAX_STEPS_EXCEEDED)
         nan = precision(np.nan)
+        inf = np.inf
         L = lanes
         T, T_END, H, H_TRY = (f * L for f in (rs.T, rs.T_END, rs.H, rs.H_TRY))
-        H_NEXT = rs.H_NEXT * L
+        H_NEXT, T_SAMPLE, T_PREV = (f * L for f in (rs.H_NEXT, rs.T_SAMPLE, rs.T_PREV))
         RUN, STATUS, ACCEPTED, REJECTED = (
             f * L for f in (rs.RUN, rs.STATUS, rs.N_ACCEPTED, rs.N_REJECTED)
         )
@@ -208,7 +230,7 @@ class IVPLoop(CompiledFactory):
             f * L for f in (rs.FIRST_STAGE, rs.AFTER_REJECT, rs.SAVE_INDEX, rs.LAST)
         )
         ACCEPT, EVENT = rs.ACCEPT * L, rs.EVENT * L
-        NO_EVENT, LANDED, FAILED = rs.NO_EVENT, rs.LANDED, rs.FAILED
+        NO_EVENT, LANDED, FAILED, SAMPLED = rs.NO_EVENT, rs.LANDED, rs.FAILED, rs.SAMPLED
 
         def all_finite(state, j):
             for k in range(n_states):
@@ -218,60 +240,78 @@ class IVPLoop(CompiledFactory):
 
         all_finite = jit(all_finite, inline=True)
 
-        def write_row(i, j, state, params, clock, flags, state_output, observable_output,
-                      counter_output):
-            """Output row ``i`` of lane ``j``'s run: counters, then values or NaN."""
+        def sample_time(index, n_samples, t_start, duration):
+            """Absolute time of sample ``index`` (the last one is the run's end)."""
+            if save_initial and index < n_samples - 1:
+                return t_start + index * save_every
+            return t_start + duration
+
+        sample_time = jit(sample_time, inline=True)
+
+        def write_sample(i, j, source, t, params, flags, state_output, observable_output,
+                         counter_output, summary_output, shared, persistent):
+            """Sample ``i`` of lane ``j``'s run from the lane-form ``source`` at ``t``."""
             run = flags[RUN + j]
             if counter_output.shape[1] > 0:
                 counter_output[i, 0, run] = flags[ACCEPTED + j]
                 counter_output[i, 1, run] = flags[REJECTED + j]
-            if flags[STATUS + j] == 0:
-                save(state, params, clock[T + j], state_output[i, :, run],
-                     observable_output[i, :, run], j)
-            else:
-                for k in range(state_output.shape[1]):
-                    state_output[i, k, run] = nan
-                for k in range(observable_output.shape[1]):
-                    observable_output[i, k, run] = nan
+            take_sample(i, source, params, t, j, run, state_output, observable_output,
+                        summary_output, output_shared(shared, persistent),
+                        output_persistent(shared, persistent))
 
-        write_row = jit(write_row)
+        write_sample = jit(write_sample)
 
         def enter(index, j, state, params, clock, flags, state_output, observable_output,
-                  counter_output, t_start, duration):
-            """Make row ``index`` the lane's next save; 1 when the run has no rows left.
+                  counter_output, summary_output, shared, persistent, t_start, duration):
+            """Make sample ``index`` the lane's next; 1 when the run has no samples left.
 
-            Row 0 of a run that saves its start is written at once (no step).
+            Sample 0 of a run that saves its start is taken at once (no step).
             """
-            n_saves = state_output.shape[0]
-            while index < n_saves:
+            n_samples = state_output.shape[0]
+            while index < n_samples:
                 if save_initial and index == 0:
-                    write_row(index, j, state, params, clock, flags, state_output,
-                              observable_output, counter_output)
+                    write_sample(index, j, state, clock[T + j], params, flags, state_output,
+                                 observable_output, counter_output, summary_output, shared,
+                                 persistent)
                     index += 1
                     continue
                 flags[SAVE_INDEX + j] = index
-                if save_initial and index < n_saves - 1:
-                    clock[T_END + j] = t_start + index * save_every
-                else:
+                when = sample_time(index, n_samples, t_start, duration)
+                if dense:
+                    clock[T_SAMPLE + j] = when
                     clock[T_END + j] = t_start + duration
+                else:
+                    clock[T_END + j] = when
                 return 0
             flags[SAVE_INDEX + j] = index
             return 1
 
         enter = jit(enter)
 
-        def fail_rows(j, state, params, clock, flags, state_output, observable_output,
-                      counter_output):
-            """A failed run: its remaining rows hold counters and NaN."""
-            for i in range(max(np.int64(flags[SAVE_INDEX + j]), 0), state_output.shape[0]):
-                write_row(i, j, state, params, clock, flags, state_output, observable_output,
-                          counter_output)
+        def fail_rows(j, clock, flags, state_output, observable_output, counter_output,
+                      summary_output, final_output):
+            """A failed run: its remaining rows hold counters and NaN, its unfinished
+            windows and its final state NaN."""
+            run = flags[RUN + j]
+            first = max(np.int64(flags[SAVE_INDEX + j]), 0)
+            for i in range(first, state_output.shape[0]):
+                if counter_output.shape[1] > 0:
+                    counter_output[i, 0, run] = flags[ACCEPTED + j]
+                    counter_output[i, 1, run] = flags[REJECTED + j]
+                for k in range(state_output.shape[1]):
+                    state_output[i, k, run] = nan
+                for k in range(observable_output.shape[1]):
+                    observable_output[i, k, run] = nan
+            fail_summaries(first, run, summary_output, state_output.shape[0])
+            for k in range(final_output.shape[0]):
+                final_output[k, run] = nan
 
         fail_rows = jit(fail_rows)
 
         def begin(run, j, initial_values, parameters, state, params, proposed, error,
                   derivative, clock, flags, control_s, control_p, state_output,
-                  observable_output, counter_output, t0, duration, warmup):
+                  observable_output, counter_output, summary_output, shared, persistent, t0,
+                  duration, warmup):
             """Lane ``j`` takes ``run``; 1 when the run is over without a step."""
             flags[RUN + j] = run
             flags[STATUS + j] = 0
@@ -285,6 +325,8 @@ class IVPLoop(CompiledFactory):
             for k in range(n_parameters):
                 params[k * L + j] = parameters[k, run]
             clock[T + j] = t0
+            clock[T_PREV + j] = t0
+            clock[T_SAMPLE + j] = inf
             h = dt
             if adaptive:
                 reset_controller(control_s, control_p, j)
@@ -298,23 +340,27 @@ class IVPLoop(CompiledFactory):
                 clock[T_END + j] = t_start
                 return 0
             return enter(np.int64(0), j, state, params, clock, flags, state_output,
-                         observable_output, counter_output, t_start, duration)
+                         observable_output, counter_output, summary_output, shared, persistent,
+                         t_start, duration)
 
         begin = jit(begin)
 
-        def finish(j, flags, counters, status):
+        def finish(j, state, flags, counters, status, final_output):
             run = flags[RUN + j]
             counters[0, run] = flags[ACCEPTED + j]
             counters[1, run] = flags[REJECTED + j]
             status[run] = flags[STATUS + j]
+            if final_state and flags[STATUS + j] == 0:
+                for k in range(n_states):
+                    final_output[k, run] = state[k * L + j]
             flags[RUN + j] = -1
 
         finish = jit(finish)
 
         def fill(j, next_run, run_stride, initial_values, parameters, state, params,
                  proposed, error, derivative, clock, flags, control_s, control_p,
-                 state_output, observable_output, counter_output, counters, status, t0,
-                 duration, warmup):
+                 state_output, observable_output, counter_output, summary_output, final_output,
+                 counters, status, shared, persistent, t0, duration, warmup):
             """Lane ``j`` (empty) takes the next run that needs a step; returns the
             next run left. Runs that end without a step are finished on the way;
             with no run left the lane stays empty (``flags[RUN + j] == -1``)."""
@@ -323,9 +369,10 @@ class IVPLoop(CompiledFactory):
                 next_run += run_stride
                 if begin(run, j, initial_values, parameters, state, params, proposed, error,
                          derivative, clock, flags, control_s, control_p, state_output,
-                         observable_output, counter_output, t0, duration, warmup) == 0:
+                         observable_output, counter_output, summary_output, shared, persistent,
+                         t0, duration, warmup) == 0:
                     break
-                finish(j, flags, counters, status)
+                finish(j, state, flags, counters, status, final_output)
             return next_run
 
         fill = jit(fill)
@@ -335,7 +382,7 @@ class IVPLoop(CompiledFactory):
         # become selects), so that they vectorise across the block like the
         # step does; lanes with an event are then handled one by one.
         def prepare_lane(clock, flags, j):
-            """Lane ``j``'s next step to attempt: clamped to its interval's end."""
+            """Lane ``j``'s next step to attempt: clamped to where it must land."""
             active = flags[RUN + j] >= 0
             remaining = clock[T_END + j] - clock[T + j]
             h = step_type(clock[H + j])
@@ -359,10 +406,11 @@ class IVPLoop(CompiledFactory):
             """Every lane's verdict: take accepted steps, advance time, flag events,
             and prepare each lane's next attempt (one pass over the lanes).
 
-            ``flags[EVENT + j]`` becomes LANDED when the lane reached its
-            interval's end, FAILED when its run must stop, else NO_EVENT.
-            Returns the number of lanes with an event (the caller handles
-            them and prepares their next attempt again).
+            ``flags[EVENT + j]`` becomes LANDED when the lane reached the time
+            it had to land on, SAMPLED when an accepted step passed the next
+            sample time (dense output), FAILED when its run must stop, else
+            NO_EVENT. Returns the number of lanes with an event (the caller
+            handles them and prepares their next attempt again).
             """
             for k in range(n_states):  # accepted lanes take their proposals
                 for j in range(L):
@@ -390,6 +438,8 @@ class IVPLoop(CompiledFactory):
                 t_new = clock[T_END + j] if landed else t_new
                 h_new = max(h, h_next) if landed else h_next  # landed: keep the unclamped proposal
                 clock[T + j] = t_new if active else t_old
+                if dense:
+                    clock[T_PREV + j] = t_old if (active & accept) else clock[T_PREV + j]
                 clock[H + j] = h_new if active else clock[H + j]
                 flags[ACCEPTED + j] += 1 if (active & accept) else 0
                 flags[REJECTED + j] += 1 if (active & (not accept)) else 0
@@ -397,6 +447,9 @@ class IVPLoop(CompiledFactory):
                 if fsal:
                     flags[FIRST + j] = 1 if accept else 2
                 event = LANDED if landed else NO_EVENT
+                if dense:
+                    passed = active & accept & (t_new >= clock[T_SAMPLE + j])
+                    event = SAMPLED if (passed & (not landed)) else event
                 if adaptive:
                     going = active & (not landed)
                     small = going & ((h_new < dt_min) | (t_new + wide(h_new) == t_new))
@@ -412,28 +465,80 @@ class IVPLoop(CompiledFactory):
 
         settle = jit(settle, inline=True)
 
+        def take_passed(j, state, params, clock, flags, state_output, observable_output,
+                        counter_output, summary_output, shared, persistent, t_start, duration):
+            """Samples the last accepted step passed (dense output): from its
+            continuous extension, or the state itself at the step's end."""
+            n_samples = state_output.shape[0]
+            t_new = clock[T + j]
+            t_prev = clock[T_PREV + j]
+            index = np.int64(flags[SAVE_INDEX + j])
+            if index < 0 or clock[T_SAMPLE + j] > t_new:
+                return
+            sample = alloc_sample(shared, persistent)
+            stages = alloc_dense(step_shared(shared, persistent), step_persistent(shared, persistent))
+            span = t_new - t_prev
+            if clock[T_SAMPLE + j] < t_new:
+                end_derivative(state, params, t_new, stages, j)
+            while index < n_samples and clock[T_SAMPLE + j] <= t_new:
+                when = clock[T_SAMPLE + j]
+                if when == t_new:
+                    write_sample(index, j, state, when, params, flags, state_output,
+                                 observable_output, counter_output, summary_output, shared,
+                                 persistent)
+                else:
+                    interpolate(stages, precision(span), precision((when - t_prev) / span),
+                                sample, j)
+                    write_sample(index, j, sample, when, params, flags, state_output,
+                                 observable_output, counter_output, summary_output, shared,
+                                 persistent)
+                index += 1
+                flags[SAVE_INDEX + j] = index
+                clock[T_SAMPLE + j] = (
+                    sample_time(index, n_samples, t_start, duration) if index < n_samples
+                    else inf
+                )
+
+        take_passed = jit(take_passed)
+
         def handle_event(j, state, params, clock, flags, state_output, observable_output,
-                         counter_output, t_start, duration):
-            """Lane ``j`` landed or failed: write rows; 1 when its run is over."""
-            if flags[EVENT + j] == LANDED:
+                         counter_output, summary_output, final_output, shared, persistent,
+                         t_start, duration):
+            """Lane ``j`` landed, sampled or failed: take samples; 1 when its run is over."""
+            event = flags[EVENT + j]
+            if event != FAILED:
                 if not all_finite(state, j):
                     flags[STATUS + j] |= nonfinite
                 if flags[STATUS + j] == 0:
+                    if dense:
+                        take_passed(j, state, params, clock, flags, state_output,
+                                    observable_output, counter_output, summary_output, shared,
+                                    persistent, t_start, duration)
+                        if event == SAMPLED:
+                            return 0
+                        index = np.int64(flags[SAVE_INDEX + j])
+                        if index >= 0:  # landed on the run's end: every sample taken
+                            return 1
+                        return enter(np.int64(0), j, state, params, clock, flags,
+                                     state_output, observable_output, counter_output,
+                                     summary_output, shared, persistent, t_start, duration)
                     index = np.int64(flags[SAVE_INDEX + j])  # one signature per helper
                     if index >= 0:
-                        write_row(index, j, state, params, clock, flags, state_output,
-                                  observable_output, counter_output)
+                        write_sample(index, j, state, clock[T + j], params, flags,
+                                     state_output, observable_output, counter_output,
+                                     summary_output, shared, persistent)
                     return enter(index + 1, j, state, params, clock, flags, state_output,
-                                 observable_output, counter_output, t_start, duration)
-            fail_rows(j, state, params, clock, flags, state_output, observable_output,
-                      counter_output)
+                                 observable_output, counter_output, summary_output, shared,
+                                 persistent, t_start, duration)
+            fail_rows(j, clock, flags, state_output, observable_output, counter_output,
+                      summary_output, final_output)
             return 1
 
         handle_event = jit(handle_event)
 
         def drive(initial_values, parameters, state_output, observable_output, counter_output,
-                  counters, status, t0, duration, warmup, first_run, run_stride, shared,
-                  persistent, clock, flags):
+                  summary_output, final_output, counters, status, t0, duration, warmup,
+                  first_run, run_stride, shared, persistent, clock, flags):
             state = alloc_state(shared, persistent)
             proposed = alloc_proposed(shared, persistent)
             error = alloc_error(shared, persistent)
@@ -456,15 +561,16 @@ class IVPLoop(CompiledFactory):
                 next_run = fill(j, next_run, run_stride, initial_values, parameters, state,
                                 params, proposed, error, derivative, clock, flags, control_s,
                                 control_p, state_output, observable_output, counter_output,
-                                counters, status, t0, duration, warmup)
+                                summary_output, final_output, counters, status, shared,
+                                persistent, t0, duration, warmup)
                 active += 1 if flags[RUN + j] >= 0 else 0
             prepare(clock, flags)
             while active > 0:
                 step(state, proposed, error, params, clock[T : T + L], clock[H_TRY : H_TRY + L],
                      flags[FIRST : FIRST + L], step_s, step_p)
                 if adaptive:
-                    control(clock[H_TRY : H_TRY + L], state, proposed, error,
-                            flags[ACCEPT : ACCEPT + L], clock[H_NEXT : H_NEXT + L],
+                    control(clock[H_TRY : H_TRY + L], flags[LAST : LAST + L], state, proposed,
+                            error, flags[ACCEPT : ACCEPT + L], clock[H_NEXT : H_NEXT + L],
                             control_s, control_p)
                 if settle(state, proposed, clock, flags) == 0:
                     continue
@@ -472,15 +578,16 @@ class IVPLoop(CompiledFactory):
                     if flags[EVENT + j] == NO_EVENT:
                         continue
                     if handle_event(j, state, params, clock, flags, state_output,
-                                    observable_output, counter_output, t_start,
-                                    duration) == 0:
+                                    observable_output, counter_output, summary_output,
+                                    final_output, shared, persistent, t_start, duration) == 0:
                         prepare_lane(clock, flags, j)
                         continue
-                    finish(j, flags, counters, status)
+                    finish(j, state, flags, counters, status, final_output)
                     next_run = fill(j, next_run, run_stride, initial_values, parameters,
                                     state, params, proposed, error, derivative, clock, flags,
                                     control_s, control_p, state_output, observable_output,
-                                    counter_output, counters, status, t0, duration, warmup)
+                                    counter_output, summary_output, final_output, counters,
+                                    status, shared, persistent, t0, duration, warmup)
                     active += 0 if flags[RUN + j] >= 0 else -1
                     prepare_lane(clock, flags, j)  # the new run's first attempt, or none
 

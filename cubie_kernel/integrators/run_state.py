@@ -7,19 +7,22 @@ can advance one run per thread (cuda, ``L = 1``) or a block of runs in
 lockstep (cpu) with the same device functions:
 
 ``clock`` (float64)
-    ``t`` the run's time, ``t_end`` the end of the current interval (the
-    next save time, or the end of the warm-up), ``h`` the step to try next,
-    ``h_try`` the step being attempted (clamped to ``t_end``) and ``h_next``
-    the controller's proposal after it. Steps of adaptive runs hold values of
-    the run's precision (exact in float64).
+    ``t`` the run's time, ``t_end`` the time the run must land on next (the
+    next sample time with fixed steps; the end of the warm-up or of the run
+    with dense output), ``h`` the step to try next, ``h_try`` the step being
+    attempted (clamped to ``t_end``) and ``h_next`` the controller's
+    proposal after it, ``t_sample`` the next sample time (dense output) and
+    ``t_prev`` the start of the last accepted step (dense output). Steps of
+    adaptive runs hold values of the run's precision (exact in float64).
 ``flags`` (int32)
     ``run`` the run a lane holds (-1: none), ``status`` its
     :class:`~cubie_kernel.status.RunStatus` bits, ``n_accepted`` and
     ``n_rejected`` its step counters, ``first_stage`` (where an FSAL step
     finds its first stage, see :class:`~cubie_kernel.algorithms.erk_step.ERKStep`),
     ``after_reject`` (the last attempt was rejected), ``save_index`` (the
-    output row the current interval ends at; -1 during the warm-up) and
-    ``last`` (this attempt ends the interval).
+    next sample to take; -1 during the warm-up), ``last`` (this attempt
+    lands on ``t_end``), ``accept`` (the controller's verdict) and ``event``
+    (what the settled attempt calls for).
 
 The step-size controller's history is a registered buffer of the
 controller (``history``), in the same lane form; later method families
@@ -32,19 +35,20 @@ from __future__ import annotations
 import numpy as np
 
 #: float64 fields, in order.
-CLOCK_FIELDS = ("t", "t_end", "h", "h_try", "h_next")
+CLOCK_FIELDS = ("t", "t_end", "h", "h_try", "h_next", "t_sample", "t_prev")
 #: int32 fields, in order.
 FLAG_FIELDS = (
     "run", "status", "n_accepted", "n_rejected", "first_stage", "after_reject",
     "save_index", "last", "accept", "event",
 )
 
-T, T_END, H, H_TRY, H_NEXT = range(len(CLOCK_FIELDS))
+T, T_END, H, H_TRY, H_NEXT, T_SAMPLE, T_PREV = range(len(CLOCK_FIELDS))
 (RUN, STATUS, N_ACCEPTED, N_REJECTED, FIRST_STAGE, AFTER_REJECT, SAVE_INDEX, LAST, ACCEPT,
  EVENT) = range(len(FLAG_FIELDS))
 
-#: ``event`` values: what the lane's last attempt calls for.
-NO_EVENT, LANDED, FAILED = 0, 1, 2
+#: ``event`` values: what the lane's last attempt calls for (SAMPLED: an
+#: accepted step passed the next sample time).
+NO_EVENT, LANDED, FAILED, SAMPLED = 0, 1, 2, 3
 
 CLOCK_DTYPE = np.float64
 FLAGS_DTYPE = np.int32

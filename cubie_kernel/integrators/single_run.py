@@ -24,7 +24,7 @@ from cubie_kernel.controllers import (
     make_controller,
 )
 from cubie_kernel.integrators.loop import DEFAULT_MAX_STEPS, IVPLoop, LoopSettings
-from cubie_kernel.outputs import OutputFlags, OutputFunctions, OutputSettings
+from cubie_kernel.outputs import Output, OutputFunctions, OutputSettings
 from cubie_kernel.precision import check_precision
 from cubie_kernel.systems import ODESystem
 
@@ -37,11 +37,57 @@ CONTROLLER_SETTINGS = tuple(
     f.name for f in attrs.fields(ControllerSettings) if f.name not in _CONTROLLER_CONTEXT
 )
 
+#: Shorthands for fields of the run's :class:`~cubie_kernel.outputs.Output`
+#: (setting name -> Output field), accepted next to ``output``.
+OUTPUT_SHORTHANDS = {
+    "save_every": "save_every",
+    "save_states": "states",
+    "save_observables": "observables",
+    "save_counters": "counters",
+}
+
 #: Settings a SingleIntegratorRun accepts through ``update``.
 SETTINGS = (
-    "method", "controller", "dt", "dt0", "save_every", "max_steps", "precision", "target",
-    "save_states", "save_observables", "save_counters",
+    "method", "controller", "dt", "dt0", "output", "max_steps", "precision", "target",
+    *OUTPUT_SHORTHANDS,
 ) + CONTROLLER_SETTINGS
+
+
+def with_output_shorthands(output: Output | None, shorthands) -> Output:
+    """``output`` (default ``Output()``) with the shorthand settings applied.
+
+    ``save_states``/``save_observables`` are booleans (True: all of them,
+    False: none); ``save_every`` and ``save_counters`` set ``save_every``
+    and ``counters``.
+    """
+    output = Output() if output is None else Output.from_dict(output)
+    changes = {}
+    for key, value in shorthands.items():
+        field = OUTPUT_SHORTHANDS[key]
+        if key in ("save_states", "save_observables"):
+            if not isinstance(value, (bool, np.bool_)):
+                raise ValueError(f"{key} must be True or False, got {value!r}")
+            value = "all" if value else ()
+        changes[field] = value
+    return attrs.evolve(output, **changes) if changes else output
+
+
+def split_output_settings(settings: Mapping[str, Any], current: Output | None = None) -> dict:
+    """``settings`` with ``output`` and its shorthands merged into one ``output``.
+
+    Raises ValueError when both ``output`` and a shorthand are given.
+    """
+    shorthands = {k: settings[k] for k in OUTPUT_SHORTHANDS if k in settings}
+    rest = {k: v for k, v in settings.items() if k not in OUTPUT_SHORTHANDS}
+    if "output" in rest and shorthands:
+        raise ValueError(
+            f"give the outputs either as output=Output(...) or as {sorted(shorthands)}, not both"
+        )
+    if shorthands:
+        rest["output"] = with_output_shorthands(current, shorthands)
+    elif "output" in rest:
+        rest["output"] = Output.from_dict(rest["output"])
+    return rest
 
 
 def _optional_positive(name: str, value) -> None:
@@ -69,13 +115,20 @@ class _RunSettings:
     controller: str | None = None
     dt: float | None = None
     dt0: float | None = None
-    save_every: float | None = None
+    output: Output = attrs.field(default=Output(), converter=Output.from_dict)
     max_steps: int = DEFAULT_MAX_STEPS
     precision: type = np.float64
     target: str = "cpu"
-    save_states: bool = True
-    save_observables: bool = True
-    save_counters: bool = False
+
+    @property
+    def save_every(self) -> float | None:
+        """The output's sample interval."""
+        return self.output.save_every
+
+    @property
+    def dense_output(self) -> bool:
+        """Samples come from the step's continuous extension (adaptive methods with samples)."""
+        return self.controller_name != "fixed" and self.save_every is not None
 
     def __attrs_post_init__(self):
         tableau = get_tableau(self.method)
@@ -92,8 +145,9 @@ class _RunSettings:
                 f"controller {name!r} needs an error estimate, and method {self.method!r} "
                 "has none; use controller='fixed' or an adaptive method such as 'rk45'"
             )
-        for field in ("dt", "dt0", "save_every"):
+        for field in ("dt", "dt0"):
             _optional_positive(field, getattr(self, field))
+        self.output.resolve(self.system)  # names the system lacks
         if name == "fixed":
             if self.dt is None:
                 raise ValueError(f"dt is required for fixed steps (method {self.method!r})")
@@ -130,6 +184,8 @@ class _RunSettings:
             system=self.system,
             dt=None if self.dt is None else float(self.dt),
             save_every=None if self.save_every is None else float(self.save_every),
+            dense=self.dense_output,
+            final_state=self.output.final_state,
             dt0=None if self.dt0 is None else float(self.dt0),
             dt_min=float(self.dt_min),
             max_steps=int(self.max_steps),
@@ -188,6 +244,7 @@ class SingleIntegratorRun:
                 system=settings.system,
                 precision=settings.precision,
                 target=settings.target,
+                dense=settings.dense_output,
             ),
             registry,
         )
@@ -197,24 +254,16 @@ class SingleIntegratorRun:
         self.output = OutputFunctions(
             OutputSettings(
                 system=settings.system,
-                flags=self._flags(settings),
+                output=settings.output,
                 precision=settings.precision,
                 target=settings.target,
-            )
+            ),
+            registry,
         )
         self.loop = IVPLoop(
             settings.loop_settings(), self.step, self.controller, self.output, registry
         )
         registry.register_child(self, self.loop, "loop")
-
-    @staticmethod
-    def _flags(settings: IntegratorSettings) -> OutputFlags:
-        return OutputFlags(
-            save_states=bool(settings.save_states),
-            save_observables=bool(settings.save_observables),
-            save_initial=settings.save_every is not None,
-            save_counters=bool(settings.save_counters),
-        )
 
     # ----------------------------------------------------------------- update
     def update(self, updates: Mapping[str, Any], silent: bool = False) -> set[str]:
@@ -229,10 +278,11 @@ class SingleIntegratorRun:
             raise KeyError(f"unknown setting(s) {sorted(unknown)}; valid: {sorted(SETTINGS)}")
         if not recognised:
             return recognised
-        new = attrs.evolve(self.settings, **{k: updates[k] for k in recognised})  # validates
+        new = self.evolved({k: updates[k] for k in recognised})  # validates
         old, self.settings = self.settings, new
         self.step.update_compile_settings(
-            tableau=get_tableau(new.method), precision=new.precision, target=new.target
+            tableau=get_tableau(new.method), precision=new.precision, target=new.target,
+            dense=new.dense_output,
         )
         if new.controller_name != old.controller_name:
             self._replace_controller(new)
@@ -241,11 +291,15 @@ class SingleIntegratorRun:
                 attrs.asdict(new.controller_settings(), recurse=False)
             )
         self.output.update_compile_settings(
-            flags=self._flags(new), precision=new.precision, target=new.target
+            output=new.output, precision=new.precision, target=new.target
         )
         self.loop.update_compile_settings(attrs.asdict(new.loop_settings(), recurse=False))
         self.loop.register_buffers()
         return recognised
+
+    def evolved(self, updates: Mapping[str, Any]) -> IntegratorSettings:
+        """The settings with ``updates`` applied (output shorthands merged); validates."""
+        return attrs.evolve(self.settings, **split_output_settings(updates, self.settings.output))
 
     def _replace_controller(self, settings: IntegratorSettings) -> None:
         self.registry.clear(self.controller)
@@ -262,8 +316,9 @@ class SingleIntegratorRun:
         return self.loop.device_function
 
     @property
-    def compile_flags(self) -> OutputFlags:
-        return self.output.flags
+    def compile_flags(self) -> Output:
+        """The declared outputs (what the kernel writes is decided at compile time)."""
+        return self.settings.output
 
     @property
     def precision(self) -> type:
@@ -298,3 +353,7 @@ class SingleIntegratorRun:
     @property
     def n_saved_observables(self) -> int:
         return self.output.n_saved_observables
+
+    @property
+    def n_summary_slots(self) -> int:
+        return self.output.n_summary_slots

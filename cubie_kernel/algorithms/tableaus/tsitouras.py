@@ -24,6 +24,10 @@ they convert exactly to ``Fraction``. Three deliberate choices:
   order 4, the conditions being affine in the weights); the sign convention
   follows the paper's positive ``b_hat_7``.
 
+Dense output: the paper's order-4 continuous extension, published in
+factored form (the decimals of the paper's interpolant, expanded exactly
+into powers of theta by :func:`~cubie_kernel.algorithms.tableau.polynomial`).
+
 Reference
 ---------
 Ch. Tsitouras, "Runge-Kutta pairs of order 5(4) satisfying only the first
@@ -33,7 +37,7 @@ doi:10.1016/j.camwa.2011.06.002
 
 from fractions import Fraction as F
 
-from cubie_kernel.algorithms.tableau import ButcherTableau
+from cubie_kernel.algorithms.tableau import ButcherTableau, polynomial
 
 _C = [
     "0",
@@ -82,6 +86,21 @@ _B_ERROR = [
 ]
 
 
+# b_i(theta) for the seven stages, each a scale times factors in theta.
+_DENSE = [
+    polynomial("-1.0530884977290216", [0, 1], ["-1.3299890189751412", 1],
+               ["0.7139816917074209", "-1.4364028541716351", 1]),
+    polynomial("0.1017", [0, 0, "1.2949852507374631", "-2.1966568338249754", 1]),
+    polynomial("2.490627285651252793", [0, 0, "1.57803468208092486", "-2.38535645472061657", 1]),
+    polynomial("-16.54810288924490272", ["-1.21712927295533244", 1],
+               ["-0.61620406037800089", 1], [0, 0, 1]),
+    polynomial("47.37952196281928122", ["-1.203071208372362603", 1],
+               ["-0.658047292653547382", 1], [0, 0, 1]),
+    polynomial("-34.87065786149660974", ["-1.2", 1], ["-0.666666666666666667", 1], [0, 0, 1]),
+    polynomial("2.5", [-1, 1], ["-0.6", 1], [0, 0, 1]),
+]
+
+
 def _with_first_column(c, tail):
     """Row ``[c - sum(tail)] + tail`` in exact arithmetic (empty for c=0's row)."""
     tail = [F(v) for v in tail]
@@ -98,6 +117,8 @@ TSITOURAS_54 = ButcherTableau(
     order=5,
     b_error=_B_ERROR,
     error_order=4,
+    dense=_DENSE,
+    dense_order=4,
     description=(
         "Tsitouras 5(4): 7 stages (FSAL, 6 evaluations per step), order 5 with "
         "an embedded order-4 estimate; decimal coefficients, first column of a "

@@ -26,6 +26,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from cubie_kernel import Solver, targets
+from cubie_kernel.outputs import Output
 from cubie_kernel.buffers import BufferRegistry
 from cubie_kernel.systems import ODESystem
 
@@ -50,6 +51,8 @@ def canonical_value(value: Any, field: str) -> Any:
     """
     if value is None or isinstance(value, (bool, str)):
         return value
+    if hasattr(value, "canonical"):  # e.g. cubie_kernel.Output
+        return canonical_value(value.canonical(), field)
     if isinstance(value, np.generic):
         return canonical_value(value.item(), field)
     if isinstance(value, numbers.Integral):
@@ -116,6 +119,13 @@ class SolverSpec:
             raise ValueError(
                 f"solver setting 'target' must be one of {targets.TARGET_CHOICES}, got {target!r}"
             )
+        if settings.get("output") is not None:  # an Output and its mapping: one token
+            try:
+                settings["output"] = Output.from_dict(settings["output"])
+            except (TypeError, ValueError) as err:
+                raise ValueError(
+                    f"invalid solver settings for system {system.name!r}: {err}"
+                ) from err
         canonical = {k: canonical_value(v, repr(k)) for k, v in sorted(settings.items())}
         try:
             validator = Solver(system, **{**settings, "target": "cpu"})

@@ -4,6 +4,7 @@ SIMD lockstep on the cpu, from one source of device functions."""
 from cubie_kernel.batch_kernel import BatchSolverConfig, BatchSolverKernel
 from cubie_kernel.buffers import BufferRegistry
 from cubie_kernel.integrators.single_run import IntegratorSettings, SingleIntegratorRun
+from cubie_kernel.outputs import Metric, MetricResult, Output
 from cubie_kernel.precision import PrecisionWarning
 from cubie_kernel.solver import Solver, solve_ivp
 from cubie_kernel.status import RunFailedError, RunStatus, raise_on_failure
@@ -18,7 +19,10 @@ __all__ = [
     "BatchSolverKernel",
     "BufferRegistry",
     "IntegratorSettings",
+    "Metric",
+    "MetricResult",
     "ODESystem",
+    "Output",
     "PrecisionWarning",
     "RunFailedError",
     "RunStatus",

@@ -206,6 +206,14 @@ class ButcherTableau:
         return self.dense_order if self.dense is not None else min(3, self.order)
 
     @property
+    def dense_output(self) -> bool:
+        """Saves may come from the continuous extension: an adaptive method whose
+        interpolant is at least as accurate as the error it controls (order >=
+        the embedded order). Others (Cash-Karp and Verner 6(5) with the Hermite
+        fallback) land their steps on save times instead."""
+        return self.adaptive and self.interpolation_order >= self.error_order
+
+    @property
     def n_stages(self) -> int:
         return len(self.b)
 

@@ -127,8 +127,14 @@ class _RunSettings:
 
     @property
     def dense_output(self) -> bool:
-        """Samples come from the step's continuous extension (adaptive methods with samples)."""
-        return self.controller_name != "fixed" and self.save_every is not None
+        """Samples come from the step's continuous extension: adaptive stepping,
+        samples to take, and a method whose interpolant is accurate enough
+        (:attr:`ButcherTableau.dense_output`); else steps land on sample times."""
+        return (
+            self.controller_name != "fixed"
+            and self.save_every is not None
+            and get_tableau(self.method).dense_output
+        )
 
     def __attrs_post_init__(self):
         tableau = get_tableau(self.method)

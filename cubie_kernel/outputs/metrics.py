@@ -93,8 +93,9 @@ class Metric:
         ``"peaks[4]"`` for a metric with an option.
     results
         Its labelled results, in the order ``finalise`` writes them.
-    accumulator_size
-        Accumulator elements per variable, as a function of the option.
+    accumulator, accumulator_per_option
+        Accumulator elements per variable: ``accumulator +
+        accumulator_per_option * option``.
     init, update, finalise
         The device functions.
     default_option
@@ -107,12 +108,16 @@ class Metric:
 
     name: str
     results: tuple
-    accumulator_size: Callable[[int], int]
+    accumulator: int
     init: Callable
     update: Callable
     finalise: Callable
     default_option: int | None = None
     uses_derivative: bool = False
+    accumulator_per_option: int = 0
+
+    def accumulator_size(self, option: int) -> int:
+        return self.accumulator + self.accumulator_per_option * option
 
     def n_results(self, option: int) -> int:
         return sum(r.size(option) for r in self.results)
@@ -287,14 +292,6 @@ def crossings_finalise(acc, base, option, j, L, out, window, slot, run):
     out[window, slot, run] = acc[(base + 2) * L + j]
 
 
-def _fixed(size: int) -> Callable[[int], int]:
-    return lambda option: size
-
-
-def _peaks_size(option: int) -> int:
-    return 6 + 2 * option
-
-
 def _value(suffix, long_name, cell_methods, units="same"):
     return (MetricResult(suffix, long_name, units, cell_methods),)
 
@@ -310,35 +307,36 @@ def _peak_results(kind: str, dim: str) -> tuple:
 
 #: The built-in metrics, in the order results list them.
 BUILTIN_METRICS: tuple[Metric, ...] = (
-    Metric("mean", _value("mean", "mean", "time: mean"), _fixed(2), sum_init, mean_update,
+    Metric("mean", _value("mean", "mean", "time: mean"), 2, sum_init, mean_update,
            mean_finalise),
-    Metric("std", _value("std", "standard deviation", "time: standard_deviation"), _fixed(4),
+    Metric("std", _value("std", "standard deviation", "time: standard_deviation"), 4,
            std_init, std_update, std_finalise),
-    Metric("rms", _value("rms", "root mean square", "time: root_mean_square"), _fixed(2),
+    Metric("rms", _value("rms", "root mean square", "time: root_mean_square"), 2,
            sum_init, rms_update, rms_finalise),
-    Metric("max", _value("max", "maximum", "time: maximum"), _fixed(1), max_init, max_update,
+    Metric("max", _value("max", "maximum", "time: maximum"), 1, max_init, max_update,
            first_finalise),
-    Metric("min", _value("min", "minimum", "time: minimum"), _fixed(1), min_init, min_update,
+    Metric("min", _value("min", "minimum", "time: minimum"), 1, min_init, min_update,
            first_finalise),
     Metric("max_magnitude", _value("max_magnitude", "maximum magnitude",
                                    "time: maximum_absolute_value"),
-           _fixed(1), magnitude_init, magnitude_update, first_finalise),
+           1, magnitude_init, magnitude_update, first_finalise),
     Metric("time_of_max", _value("time_of_max", "time of the maximum", None, "time"),
-           _fixed(2), time_of_max_init, time_of_max_update, second_finalise),
+           2, time_of_max_init, time_of_max_update, second_finalise),
     Metric("time_of_min", _value("time_of_min", "time of the minimum", None, "time"),
-           _fixed(2), time_of_min_init, time_of_min_update, second_finalise),
-    Metric("peaks", _peak_results("peaks", "peak"), _peaks_size, peaks_init, peaks_update,
-           peaks_finalise, default_option=4),
-    Metric("negative_peaks", _peak_results("negative_peaks", "negative_peak"), _peaks_size,
-           negative_peaks_init, peaks_update, peaks_finalise, default_option=4),
-    Metric("crossings", _value("crossings", "upward zero crossings", None, "1"), _fixed(3),
+           2, time_of_min_init, time_of_min_update, second_finalise),
+    Metric("peaks", _peak_results("peaks", "peak"), 6, peaks_init, peaks_update,
+           peaks_finalise, default_option=4, accumulator_per_option=2),
+    Metric("negative_peaks", _peak_results("negative_peaks", "negative_peak"), 6,
+           negative_peaks_init, peaks_update, peaks_finalise, default_option=4,
+           accumulator_per_option=2),
+    Metric("crossings", _value("crossings", "upward zero crossings", None, "1"), 3,
            crossings_init, crossings_update, crossings_finalise),
     Metric("dxdt_max", _value("dxdt_max", "maximum of the time derivative", "time: maximum",
                               "per_time"),
-           _fixed(1), max_init, dxdt_max_update, first_finalise, uses_derivative=True),
+           1, max_init, dxdt_max_update, first_finalise, uses_derivative=True),
     Metric("dxdt_min", _value("dxdt_min", "minimum of the time derivative", "time: minimum",
                               "per_time"),
-           _fixed(1), min_init, dxdt_min_update, first_finalise, uses_derivative=True),
+           1, min_init, dxdt_min_update, first_finalise, uses_derivative=True),
 )
 
 _SPELLING = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?:\[(\d+)\])?$")

@@ -155,17 +155,31 @@ class Output:
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain values (JSON-able, round-trips through :meth:`from_dict`)."""
+        """Plain values that round-trip through :meth:`from_dict` (JSON-able
+        unless a summary is a user's :class:`Metric`, which is kept as is)."""
         return {
             "states": self.states if self.states == ALL else list(self.states),
             "observables": self.observables if self.observables == ALL else list(self.observables),
             "save_every": self.save_every,
-            "summaries": [r.label for r in self.summaries],
+            "summaries": [
+                r.label if r.metric in BUILTIN_METRICS else r for r in self.summaries
+            ],
             "summarise": self.summarise if self.summarise == ALL else list(self.summarise),
             "summarise_every": self.summarise_every,
             "final_state": self.final_state,
             "counters": self.counters,
         }
+
+    def canonical(self) -> dict[str, Any]:
+        """A JSON-able form for tokens: :meth:`to_dict`, with a user's metric
+        spelled as its label and the module and name of its update function."""
+        values = self.to_dict()
+        values["summaries"] = [
+            entry if isinstance(entry, str)
+            else f"{entry.label}@{entry.metric.update.__module__}.{entry.metric.update.__qualname__}"
+            for entry in values["summaries"]
+        ]
+        return values
 
     # ------------------------------------------------------------- resolution
     def resolve(self, system) -> "ResolvedOutput":

@@ -69,3 +69,22 @@ def test_observables_and_device_chunks():
     assert result.attrs["device_chunks"] == 2
     for name in ("x", "v", "energy"):
         np.testing.assert_array_equal(result[name].values, reference[name].values)
+
+
+@pytest.mark.parametrize("precision", [np.float64, np.float32], ids=["f64", "f32"])
+def test_dense_output_and_summaries_match_cpu(precision):
+    """Dense-output saves, every metric family, windows and the final state."""
+    from cubie_kernel import Output
+
+    output = Output(save_every=0.1, summaries=["mean", "std", "max", "time_of_min", "peaks[2]",
+                                               "crossings", "dxdt_max"],
+                    summarise_every=0.5, final_state=True)
+    results = both_targets(
+        lorenz(),
+        {"parameters": {"rho": RHO[:3]}, "duration": 1.0},
+        method="dormand_prince_54", rtol=1e-5, atol=1e-7, output=output, precision=precision,
+    )
+    cpu, cuda = results["cpu"], results["cuda"]
+    assert cpu.attrs["saving"] == "dense output"
+    for name in cpu.data_vars:
+        np.testing.assert_array_equal(cpu[name].values, cuda[name].values, err_msg=name)

@@ -186,3 +186,31 @@ def test_rk4_lorenz_kernel_does_not_spill():
     report = check(cuda_kernel(lorenz(), dt=1e-3, save_every=0.1), (8, 0), np.float64)
     assert report["spill_stores"] == 0
     assert report["registers"] <= 255
+
+
+#: Every built-in metric, on states and an observable.
+ALL_METRICS = [
+    "mean", "std", "rms", "max", "min", "max_magnitude", "time_of_max", "time_of_min",
+    "peaks[3]", "negative_peaks[2]", "crossings", "dxdt_max", "dxdt_min",
+]
+
+
+@pytest.mark.parametrize("precision", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize(
+    "method", ["dormand_prince_54", "tsit5", "bogacki_shampine_32", "heun_euler", "rk4"]
+)
+def test_summary_metrics_and_dense_output_compile(method, precision):
+    """Every metric (windows, final state, counters) with dense output (DP5, Tsit5,
+    BS3 and a Hermite interpolant with an end derivative) and with landing steps (RK4)."""
+    from cubie_kernel import Output
+
+    step = {"dt": 1e-3} if method == "rk4" else {"rtol": 1e-5, "atol": 1e-7}
+    output = Output(states=["x"], save_every=0.1, summaries=ALL_METRICS, summarise_every=1.0,
+                    final_state=True, counters=True)
+    kernel = cuda_kernel(harmonic_oscillator(), method=method, precision=precision,
+                         output=output, **step)
+    ptx = kernel.ptx((8, 0))
+    assemble(ptx, (8, 0))
+    if precision == np.float32:
+        # time, window and sample arithmetic only; the metrics stay float32
+        assert f64_arithmetic(ptx) <= 3 * F64_TIME_BUDGET, f64_arithmetic(ptx)

@@ -23,7 +23,7 @@ from cubie_kernel.status import RunStatus
 from cubie_dist.chunks import plural
 
 #: Dims that are never sweep axes.
-NON_SWEEP_DIMS = ("time",)
+NON_SWEEP_DIMS = ("time", "window")
 
 
 class PlotUnavailableError(ImportError):
@@ -140,8 +140,9 @@ def plot(
     path
         The PNG to write.
     selection
-        ``{dim: value}``: an int indexes (``time=-1``, the default for a
-        variable with a time dim), a float selects the nearest coordinate.
+        ``{dim: value}``: an int indexes (``time=-1`` and ``window=-1``, the
+        defaults for a variable with a time or window dim), a float selects
+        the nearest coordinate.
     axes
         One or two sweep dims to draw against; by default the two longest
         dims left after the selection (a non-grid result: ``run``).
@@ -168,8 +169,9 @@ def plot(
         ) from None
     selection = dict(selection or {})
     da = ds[variable]
-    if "time" in da.dims and "time" not in selection:
-        selection["time"] = -1
+    for dim in NON_SWEEP_DIMS:  # the last saved time, the last summary window
+        if dim in da.dims and dim not in selection:
+            selection[dim] = -1
     da = _select(da, selection)
     status = _select(ds["status"], {k: v for k, v in selection.items() if k in ds["status"].dims})
     if axes is None:

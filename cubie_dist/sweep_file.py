@@ -13,6 +13,10 @@
     #   observables: []
     #   name: decay
     solver: {method: rk45, rtol: 1.0e-6, atol: 1.0e-9, save_every: null}
+    # solver:                    # declared outputs: cubie_kernel.Output's fields
+    #   method: rk45
+    #   output: {states: [], observables: [], save_every: 0.01,
+    #            summaries: [mean, max, "peaks[4]"], summarise_every: 10.0}
     sweep:                       # cubie_dist.Sweep.from_dict; any list of numbers may be
       kind: grid                 # written {linspace: [start, stop, num]},
       axes:                      # {logspace: [start, stop, num]} or {arange: [start, stop, step]}

@@ -315,3 +315,29 @@ def test_a_tiny_sweep_plan_is_not_set_by_the_budget():
     plan = plan_chunks(20, 100, [8 * 10**9] * 2, min_chunk_runs=64)
     assert plan.limited_by == "min_chunk_runs" and len(plan) == 1
     assert "set by min_chunk_runs" in repr(plan)
+
+
+def test_a_summaries_sweep_file_runs_and_shows(tmp_path, capsys):
+    document = {
+        **SMALL,
+        "solver": {"method": "rk45", "rtol": 1e-8, "atol": 1e-10, "output": {
+            "states": [], "observables": [], "save_every": 0.1,
+            "summaries": ["mean", "max", "peaks[2]"], "summarise_every": 0.5, "final_state": True,
+        }},
+    }
+    path = write(tmp_path, document)
+    status, out, err = run_cli(capsys, "run", path, "--output", tmp_path / "s.zarr", "--no-progress")
+    assert status == 0, err
+    status, out, err = run_cli(capsys, "show", tmp_path / "s.zarr")
+    assert status == 0, err
+    assert "y_max(k, initial_y, window)" in out and "y_peaks(k, initial_y, window, peak)" in out
+    png = tmp_path / "ymax.png"
+    status, out, err = run_cli(capsys, "show", tmp_path / "s.zarr", "--plot", "y_max", "--png", png)
+    assert status == 0, err
+    assert png.stat().st_size > 10_000
+    # exponential decay y(t) = y0 exp(-k t): the window maximum is at its start
+    ds = xr.open_zarr(tmp_path / "s.zarr").load()
+    k = ds.k.values[:, None, None]
+    y0 = ds.initial_y.values[None, :, None]
+    expected = y0 * np.exp(-k * ds.window_start.values[None, None, :])
+    np.testing.assert_allclose(ds.y_max.values, expected, rtol=1e-5)

@@ -12,10 +12,16 @@ so the same device functions serve one run per thread and many runs in
 lockstep.
 
 Each run: copy the initial values, integrate an optional warm-up (settling)
-interval without saving, then save at the start and every ``save_every``,
-with the last step of each interval clamped to land exactly on the save
-time; the final state is always saved. Time accumulates in float64
-whatever the state precision.
+interval without saving, then take a sample (time series row and summary
+update, :mod:`cubie_kernel.outputs`) at the start and every ``save_every``,
+and at the end. With dense output (adaptive methods with an accurate
+continuous extension) the steps are not shortened for samples: after each
+accepted step every sample time it passed is interpolated from the step's
+continuous extension, and only the end of the warm-up and of the run are
+landed on, so the steps do not depend on ``save_every``. Otherwise (fixed
+steps, or no interpolant) the last step of each interval is clamped to land
+exactly on the sample time. Time accumulates in float64 whatever the state
+precision.
 
 Time line of one run::
 
@@ -32,17 +38,21 @@ Buffers (registered under the loop, sizes in elements)
     the estimate, see ``IVPLoop._build_first_step``), else 0.
 ``parameters``
     ``n_parameters``: the lane's copy of its run's parameters.
+``sample_state``
+    ``n_states`` with dense output, else 0: the interpolated state at a
+    sample time.
 
-The step and the step-size controller are registered children, so their
-shared and persistent needs roll up into the loop's.
+The step, the step-size controller and the output functions are registered
+children, so their shared and persistent needs roll up into the loop's.
 
 Step control
 ------------
 With a fixed controller every step is ``dt`` except the last of each
 interval, clamped to land on the save time. With an adaptive one the step
 is attempted, the controller accepts or rejects it and proposes the next
-size; a step that would pass the save time is clamped to it, and after an
-accepted clamped step the unclamped proposal is kept. The step accepted
+size; a step that would pass the time it must land on is clamped to it,
+after an accepted clamped step the unclamped proposal is kept, and a
+clamped step never enters the controller's error history. The step accepted
 right after a rejection does not grow the next one (Hairer, Norsett &
 Wanner I, Sect. II.4; scipy does the same). A run stops with a
 status flag when the step falls below ``dt_min`` (or no longer advances
@@ -102,11 +112,12 @@ class IVPLoop(CompiledFactory):
     """Factory of the loop's driver device function.
 
     The device function is ``drive(initial_values, parameters,
-    state_output, observable_output, counter_output, counters, status, t0,
-    duration, warmup, first_run, run_stride, shared, persistent, clock,
-    flags)``: the batch's whole input arrays ``(variable, run)``, output
-    arrays ``(save, variable, run)``, counters ``(counter, run)`` and
-    status ``(run,)``; float64 times; the runs ``first_run, first_run +
+    state_output, observable_output, counter_output, summary_output,
+    final_output, counters, status, t0, duration, warmup, first_run,
+    run_stride, shared, persistent, clock, flags)``: the batch's whole input
+    arrays ``(variable, run)``, output arrays ``(sample, variable, run)``,
+    summaries ``(window, slot, run)``, final states ``(state, run)``,
+    counters ``(counter, run)`` and status ``(run,)``; float64 times; the runs ``first_run, first_run +
     run_stride, ...`` go through this block's lanes; ``shared`` and
     ``persistent`` are the block's scratch regions and ``clock``/``flags``
     its per-run state (lane form). A target's batch kernel calls it once

@@ -751,3 +751,21 @@ def test_controllers_compile_to_ptx(precision):
             _sequence_kernel(ctrl.device_function, ctrl.reset_function), signature, cc=(8, 0)
         )
         assert ".entry" in ptx
+
+
+@pytest.mark.parametrize("name", ["pi", "pid", "gustafsson"])
+def test_a_clamped_step_leaves_the_history_alone(name):
+    """A step shortened to land on a time (end of the warm-up or of the run) has a
+    small error that says nothing about the step size: it is accepted and sized
+    like any other, but never enters the history."""
+    settings = settings_for(dt_max=0.05)
+    device = harness(name, settings)
+    state, proposed = np.ones(4), np.ones(4)
+    device.reset()
+    device(0.01, state, proposed, np.full(4, 3e-7))  # an ordinary accepted step
+    before = device.history.copy()
+    accepted, h_next = device(0.001, state, proposed, np.full(4, 1e-15), clamped=True)
+    assert accepted
+    np.testing.assert_array_equal(device.history, before)
+    device(0.001, state, proposed, np.full(4, 1e-15))  # the same step, not clamped
+    assert not np.array_equal(device.history, before)

@@ -94,7 +94,7 @@ def test_cache_invalidates_only_when_the_loop_function_changes(solver):
     second = kernel.device_function
     assert second is not first
     solver.update(save_observables=False)  # output flags are compile flags
-    assert kernel.config.compile_flags.save_observables is False
+    assert kernel.config.compile_flags.observables == ()
     assert kernel.device_function is not second
 
 
@@ -125,7 +125,7 @@ def test_per_run_device_bytes_counts_inputs_outputs_and_scratch():
     inputs = (3 + 3) * itemsize
     outputs = n_saves * 3 * itemsize  # 3 states, no observables
     bookkeeping = 3 * 4  # status + 2 counters (int32)
-    run_state = 5 * 8 + 10 * 4  # the loop's per-run state words: 5 float64, 10 int32
+    run_state = 7 * 8 + 10 * 4  # the loop's per-run state words: 7 float64, 10 int32
     # state, proposal, error (none: RK4), stages (none: RK4 keeps them in
     # registers), the lane's parameters
     scratch = (3 + 3 + 0 + 0 + 3) * itemsize

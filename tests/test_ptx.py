@@ -14,6 +14,7 @@ import pytest
 
 from cubie_kernel import BatchSolverKernel, BufferRegistry, IntegratorSettings, SingleIntegratorRun
 from cubie_kernel.algorithms.tableaus import TABLEAUS
+from cubie_kernel.integrators.single_run import split_output_settings
 from cubie_kernel.systems import ODESystem, harmonic_oscillator, lorenz
 from conftest import find_ptxas
 
@@ -25,7 +26,8 @@ CCS = [(8, 0), (9, 0)]
 def cuda_kernel(system, **settings) -> BatchSolverKernel:
     """A cuda-target kernel built without a GPU (compile only, never launched)."""
     run = SingleIntegratorRun(
-        IntegratorSettings(system=system, target="cuda", **settings), BufferRegistry()
+        IntegratorSettings(system=system, target="cuda", **split_output_settings(settings)),
+        BufferRegistry(),
     )
     return BatchSolverKernel(run)
 
@@ -53,11 +55,14 @@ F64_ARITHMETIC = re.compile(
 #: t0 + warmup, t_start + duration, t_start + i * save_every (a mul and an
 #: add), t_end - t, t + h, the stall check t + h == t, the first-step
 #: estimate's t + h0 and the step's stage times t + c_i h (12 instructions in
-#: the adaptive kernels, 7 in fixed-step RK4), with a little slack for the
-#: compiler. Everything else (states, stages, error norm, controller, step
+#: the adaptive kernels, 7 in fixed-step RK4), and with dense output the
+#: sample arithmetic (t_new - t_prev, t_sample - t_prev, their ratio, the next
+#: sample time t_start + i * save_every: 7 more in DP5/BS3/Tsit5 kernels, 25 in
+#: all in Heun-Euler's, whose Hermite interpolant adds an end derivative),
+#: with a little slack for the compiler. Everything else (states, stages, error norm, controller, step
 #: size, first-step estimate) is float32: before that was so, an adaptive
 #: float32 Lorenz kernel carried about 200 of them.
-F64_TIME_BUDGET = 16
+F64_TIME_BUDGET = 28
 
 
 def f64_arithmetic(ptx: str) -> int:
@@ -213,4 +218,4 @@ def test_summary_metrics_and_dense_output_compile(method, precision):
     assemble(ptx, (8, 0))
     if precision == np.float32:
         # time, window and sample arithmetic only; the metrics stay float32
-        assert f64_arithmetic(ptx) <= 3 * F64_TIME_BUDGET, f64_arithmetic(ptx)
+        assert f64_arithmetic(ptx) <= 2 * F64_TIME_BUDGET, f64_arithmetic(ptx)

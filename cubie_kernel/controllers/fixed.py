@@ -31,7 +31,7 @@ class FixedController(StepController):
 
         lanes = self.lanes
 
-        def fixed_control(h, state, proposed, error, accept, h_next, shared, persistent):
+        def fixed_control(h, clamped, state, proposed, error, accept, h_next, shared, persistent):
             for j in range(lanes):
                 accept[j] = 1
                 h_next[j] = h[j]

@@ -332,7 +332,7 @@ class ERKStep(CompiledFactory):
         identity = kernel_cache.describe((s, slot))
         module = kernel_cache.import_source("step", self.source(), namespace, identity)
         if s.dense:
-            self._interpolate = backend.device_jit(module.interpolate)
+            self._interpolate = backend.device_jit(module.interpolate, inline=True)
             self._end_derivative = backend.device_jit(module.end_derivative)
         else:
             self._interpolate = self._end_derivative = None

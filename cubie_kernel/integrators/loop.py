@@ -270,7 +270,7 @@ class IVPLoop(CompiledFactory):
                         summary_output, output_shared(shared, persistent),
                         output_persistent(shared, persistent))
 
-        write_sample = jit(write_sample)
+        write_sample = jit(write_sample, inline=True)
 
         def enter(index, j, state, params, clock, flags, state_output, observable_output,
                   counter_output, summary_output, shared, persistent, t_start, duration):
@@ -510,7 +510,7 @@ class IVPLoop(CompiledFactory):
                     else inf
                 )
 
-        take_passed = jit(take_passed)
+        take_passed = jit(take_passed, inline=True)
 
         def handle_event(j, state, params, clock, flags, state_output, observable_output,
                          counter_output, summary_output, final_output, shared, persistent,

@@ -88,30 +88,17 @@ def make_numba_baselines(dtype):
     half, sixth, two = f(0.5), f(1.0 / 6.0), f(2.0)
 
     @numba.njit(inline="always", fastmath=False, error_model="numpy")
+    def lorenz_rhs(x, y, z, r):
+        return sigma * (y - x), x * (r - z) - y, x * y - beta * z
+
+    @numba.njit(inline="always", fastmath=False, error_model="numpy")
     def rk4_step(x, y, z, r, dt, half_dt, sixth_dt):
         """One classical RK4 step of Lorenz for one run, written out in scalars
         (inlined into both kernels: in the lockstep one it is the lane loop's body)."""
-        k1x = sigma * (y - x)
-        k1y = x * (r - z) - y
-        k1z = x * y - beta * z
-        tx = x + half_dt * k1x
-        ty = y + half_dt * k1y
-        tz = z + half_dt * k1z
-        k2x = sigma * (ty - tx)
-        k2y = tx * (r - tz) - ty
-        k2z = tx * ty - beta * tz
-        tx = x + half_dt * k2x
-        ty = y + half_dt * k2y
-        tz = z + half_dt * k2z
-        k3x = sigma * (ty - tx)
-        k3y = tx * (r - tz) - ty
-        k3z = tx * ty - beta * tz
-        tx = x + dt * k3x
-        ty = y + dt * k3y
-        tz = z + dt * k3z
-        k4x = sigma * (ty - tx)
-        k4y = tx * (r - tz) - ty
-        k4z = tx * ty - beta * tz
+        k1x, k1y, k1z = lorenz_rhs(x, y, z, r)
+        k2x, k2y, k2z = lorenz_rhs(x + half_dt * k1x, y + half_dt * k1y, z + half_dt * k1z, r)
+        k3x, k3y, k3z = lorenz_rhs(x + half_dt * k2x, y + half_dt * k2y, z + half_dt * k2z, r)
+        k4x, k4y, k4z = lorenz_rhs(x + dt * k3x, y + dt * k3y, z + dt * k3z, r)
         return (
             x + sixth_dt * (k1x + two * k2x + two * k3x + k4x),
             y + sixth_dt * (k1y + two * k2y + two * k3y + k4y),

@@ -211,7 +211,8 @@ def test_a_user_metric_joins_the_built_in_ones():
         parameters={"rho": [20.0, 28.0]}, duration=2.0)
     expected = (ds.z.values.astype(np.float64) ** 3).sum(axis=1)
     np.testing.assert_allclose(ds.z_cubes.values[:, 0], expected, rtol=1e-12)
-    assert ds.z_cubes.attrs["units"] if "units" in ds.z_cubes.attrs else True
+    assert ds.z_cubes.attrs["units"] == "1" and ds.z_cubes.attrs["cell_methods"] == "time: sum"
+    assert ds.z_cubes.dims == ("run", "window")
 
 
 def cubes_init(acc, base, option, j, L):

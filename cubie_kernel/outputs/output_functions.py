@@ -190,7 +190,7 @@ def sample_source(resolved: ResolvedOutput, system: ODESystem, lanes: int, bases
     need_observables = bool(resolved.observables) or resolved.summarises_observables
     if need_observables and n_obs:
         lines.append(f"    obs = alloc_sample_observables(shared, persistent)[j * {n_obs}:(j + 1) * {n_obs}]")
-        lines.append("    observables_lane(source, parameters, tp, obs, j, L)".replace("L)", f"{L})"))
+        lines.append(f"    observables_lane(source, parameters, tp, obs, j, {L})")
     if resolved.uses_derivative:
         lines.append("    der = alloc_sample_derivative(shared, persistent)")
         lines.append(f"    dxdt_lane(source, parameters, tp, der, j, {L})")

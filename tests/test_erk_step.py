@@ -1,11 +1,12 @@
-"""The explicit Runge-Kutta step device function, called directly on the cpu target
-(lane form: a block of runs per call)."""
+"""The step device functions (explicit Runge-Kutta and Rosenbrock engines), called
+directly on the cpu target (lane form: a block of runs per call)."""
 
 import numpy as np
 import pytest
 
 from cubie_kernel import BufferRegistry, targets
-from cubie_kernel.algorithms.erk_step import ERKStep, ERKStepSettings
+from cubie_kernel.algorithms import make_step
+from cubie_kernel.algorithms.rosenbrock_tableau import RosenbrockTableau
 from cubie_kernel.algorithms.tableaus import TABLEAUS
 from cubie_kernel.systems import lorenz
 
@@ -18,7 +19,7 @@ def test_step_never_reads_uninitialised_scratch(method):
     garbage then poisoned the step, depending on allocation history.)
     """
     registry = BufferRegistry()
-    step = ERKStep(ERKStepSettings(tableau=TABLEAUS[method], system=lorenz()), registry)
+    step = make_step(TABLEAUS[method], lorenz(), registry, np.float64)
     function = step.device_function
     lanes = targets.get_target("cpu").lanes(np.float64)
     size = registry.persistent_region_size(step, "cpu") * lanes
@@ -28,13 +29,17 @@ def test_step_never_reads_uninitialised_scratch(method):
     t = np.zeros(lanes)
     h = np.full(lanes, 1e-3)
     first_stage = np.zeros(lanes, np.int32)
+    step_status = np.full(lanes, -1, np.int32)
     results = []
     for fill in (0.0, np.nan, np.inf):
         persistent = np.full(size, fill)
         proposed, error = np.full(3 * lanes, fill), np.full(3 * lanes, fill)
-        function(state, proposed, error, parameters, t, h, first_stage, shared, persistent)
+        function(state, proposed, error, parameters, t, h, first_stage, step_status, shared,
+                 persistent)
         results.append((proposed.copy(), error.copy() if step.tableau.adaptive else None))
     assert np.all(np.isfinite(results[0][0]))
+    if isinstance(step.tableau, RosenbrockTableau):  # implicit steps report success
+        np.testing.assert_array_equal(step_status, 0)
     for proposed, error in results[1:]:
         np.testing.assert_array_equal(proposed, results[0][0])
         if error is not None:

@@ -1,0 +1,41 @@
+"""Step methods: one engine per method family, each driven by tableau data.
+
+==========================  ======================================  =========================
+tableau                     engine (step factory)                   methods
+==========================  ======================================  =========================
+``ButcherTableau``          :class:`~.erk_step.ERKStep`             explicit Runge-Kutta
+``RosenbrockTableau``       :class:`~.rosenbrock_step.RosenbrockStep`  Rosenbrock (stiff)
+==========================  ======================================  =========================
+
+Every engine builds the same lane-form step function and exposes the same
+``tableau`` protocol to the loop (``adaptive``, ``fsal``, ``error_order``,
+``dense_output``); :func:`make_step` picks the engine for a tableau.
+"""
+
+from __future__ import annotations
+
+from cubie_kernel.algorithms.erk_step import ERKStep, ERKStepSettings
+from cubie_kernel.algorithms.rosenbrock_step import RosenbrockStep, RosenbrockStepSettings
+from cubie_kernel.algorithms.rosenbrock_tableau import RosenbrockTableau
+from cubie_kernel.algorithms.tableau import ButcherTableau
+
+#: Tableau type -> (step factory, its settings class).
+ENGINES = {
+    ButcherTableau: (ERKStep, ERKStepSettings),
+    RosenbrockTableau: (RosenbrockStep, RosenbrockStepSettings),
+}
+
+
+def engine_for(tableau) -> tuple[type, type]:
+    """The step factory and settings class that run ``tableau``."""
+    try:
+        return ENGINES[type(tableau)]
+    except KeyError:
+        raise TypeError(f"no step engine runs a {type(tableau).__name__}") from None
+
+
+def make_step(tableau, system, registry, precision, target: str = "cpu", dense: bool = False):
+    """A step factory for ``tableau`` (its engine), registered in ``registry``."""
+    factory, settings = engine_for(tableau)
+    return factory(settings(tableau=tableau, system=system, precision=precision, target=target,
+                            dense=dense), registry)

@@ -119,7 +119,8 @@ def step_source(tableau: ButcherTableau, n_states: int, n_parameters: int, lanes
 
     parameters = [f"parameters[{p * L} + j]" for p in range(n_parameters)]
     lines = [
-        "def erk_step(state, proposed, error, parameters, t, h, first_stage, shared, persistent):",
+        "def erk_step(state, proposed, error, parameters, t, h, first_stage, step_status, shared, "
+        "persistent):",
         f"    # {tableau.name}: {s} stages, {n} states, {L} lanes"
         + (", sums relative to k_0" if relative else ""),
     ]
@@ -256,7 +257,7 @@ class ERKStep(CompiledFactory):
     """Factory of the explicit Runge-Kutta step attempt (lane form).
 
     The device function is ``step(state, proposed, error, parameters, t, h,
-    first_stage, shared, persistent)`` over a block of lanes: ``state``,
+    first_stage, step_status, shared, persistent)`` over a block of lanes: ``state``,
     ``proposed``, ``error`` and ``parameters`` are lane-form arrays, ``t``
     and ``h`` (float64) and ``first_stage`` (int32) hold one value per
     lane. It writes the new solution to ``proposed`` and, for tableaus with
@@ -273,7 +274,9 @@ class ERKStep(CompiledFactory):
     2   it is already in place (the previous step was rejected)
     ==  ========================================================
 
-    Returns 0 (explicit steps cannot fail; implicit ones will report here).
+    ``step_status`` (int32, one per lane) is where implicit steps report a
+    failed attempt (:mod:`cubie_kernel.algorithms.rosenbrock_step`); an
+    explicit step cannot fail and leaves it alone. Returns 0.
     """
 
     #: ``first_stage`` values (see the class docstring).

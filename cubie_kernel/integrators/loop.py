@@ -210,7 +210,6 @@ class IVPLoop(CompiledFactory):
         n_parameters = s.system.n_parameters
         adaptive = self.adaptive
         estimate_first_step = self.estimates_first_step
-        fsal = self.step.tableau.fsal
         final_state = bool(s.final_state)
         # Adaptive steps live in the run's precision (so do the controller and
         # the first-step estimate): float32 runs do float64 arithmetic only on
@@ -240,7 +239,7 @@ class IVPLoop(CompiledFactory):
         FIRST, AFTER_REJECT, SAVE_INDEX, LAST = (
             f * L for f in (rs.FIRST_STAGE, rs.AFTER_REJECT, rs.SAVE_INDEX, rs.LAST)
         )
-        ACCEPT, EVENT = rs.ACCEPT * L, rs.EVENT * L
+        ACCEPT, EVENT, STEP_STATUS = rs.ACCEPT * L, rs.EVENT * L, rs.STEP_STATUS * L
         NO_EVENT, LANDED, FAILED, SAMPLED = rs.NO_EVENT, rs.LANDED, rs.FAILED, rs.SAMPLED
 
         def all_finite(state, j):
@@ -329,6 +328,7 @@ class IVPLoop(CompiledFactory):
             flags[ACCEPTED + j] = 0
             flags[REJECTED + j] = 0
             flags[FIRST + j] = 0
+            flags[STEP_STATUS + j] = 0
             flags[AFTER_REJECT + j] = 0
             flags[LAST + j] = 0
             for k in range(n_states):
@@ -455,8 +455,7 @@ class IVPLoop(CompiledFactory):
                 flags[ACCEPTED + j] += 1 if (active & accept) else 0
                 flags[REJECTED + j] += 1 if (active & (not accept)) else 0
                 flags[AFTER_REJECT + j] = 0 if accept else 1
-                if fsal:
-                    flags[FIRST + j] = 1 if accept else 2
+                flags[FIRST + j] = 1 if accept else 2
                 event = LANDED if landed else NO_EVENT
                 if dense:
                     passed = active & accept & (t_new >= clock[T_SAMPLE + j])
@@ -468,6 +467,8 @@ class IVPLoop(CompiledFactory):
                         flags[ACCEPTED + j] + flags[REJECTED + j] >= max_steps
                     )
                     flags[STATUS + j] |= (too_small if small else 0) | (too_many if many else 0)
+                    # a run stopped by failed attempts says why they failed
+                    flags[STATUS + j] |= flags[STEP_STATUS + j] if (small | many) else 0
                     event = FAILED if (small | many) else event
                 flags[EVENT + j] = event
                 events += 1 if event != NO_EVENT else 0
@@ -566,6 +567,7 @@ class IVPLoop(CompiledFactory):
             for j in range(L):
                 flags[RUN + j] = -1
                 flags[FIRST + j] = 0
+                flags[STEP_STATUS + j] = 0
                 clock[T + j] = t0
                 clock[H_TRY + j] = 0.0
             for j in range(L):
@@ -578,7 +580,8 @@ class IVPLoop(CompiledFactory):
             prepare(clock, flags)
             while active > 0:
                 step(state, proposed, error, params, clock[T : T + L], clock[H_TRY : H_TRY + L],
-                     flags[FIRST : FIRST + L], step_s, step_p)
+                     flags[FIRST : FIRST + L], flags[STEP_STATUS : STEP_STATUS + L], step_s,
+                     step_p)
                 if adaptive:
                     control(clock[H_TRY : H_TRY + L], flags[LAST : LAST + L], state, proposed,
                             error, flags[ACCEPT : ACCEPT + L], clock[H_NEXT : H_NEXT + L],

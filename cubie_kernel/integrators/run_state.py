@@ -17,8 +17,12 @@ lockstep (cpu) with the same device functions:
 ``flags`` (int32)
     ``run`` the run a lane holds (-1: none), ``status`` its
     :class:`~cubie_kernel.status.RunStatus` bits, ``n_accepted`` and
-    ``n_rejected`` its step counters, ``first_stage`` (where an FSAL step
-    finds its first stage, see :class:`~cubie_kernel.algorithms.erk_step.ERKStep`),
+    ``n_rejected`` its step counters, ``first_stage`` (0 for a run's first
+    attempt, 1 after an accepted one, 2 after a rejected one: where an FSAL
+    step finds its first stage, see :class:`~cubie_kernel.algorithms.erk_step.ERKStep`,
+    and whether an implicit step's Jacobian is still valid), ``step_status``
+    (the :class:`~cubie_kernel.status.RunStatus` bits of a failed attempt,
+    set by implicit steps, ORed into ``status`` if the run then stops),
     ``after_reject`` (the last attempt was rejected), ``save_index`` (the
     next sample to take; -1 during the warm-up), ``last`` (this attempt
     lands on ``t_end``), ``accept`` (the controller's verdict) and ``event``
@@ -39,12 +43,12 @@ CLOCK_FIELDS = ("t", "t_end", "h", "h_try", "h_next", "t_sample", "t_prev")
 #: int32 fields, in order.
 FLAG_FIELDS = (
     "run", "status", "n_accepted", "n_rejected", "first_stage", "after_reject",
-    "save_index", "last", "accept", "event",
+    "save_index", "last", "accept", "event", "step_status",
 )
 
 T, T_END, H, H_TRY, H_NEXT, T_SAMPLE, T_PREV = range(len(CLOCK_FIELDS))
 (RUN, STATUS, N_ACCEPTED, N_REJECTED, FIRST_STAGE, AFTER_REJECT, SAVE_INDEX, LAST, ACCEPT,
- EVENT) = range(len(FLAG_FIELDS))
+ EVENT, STEP_STATUS) = range(len(FLAG_FIELDS))
 
 #: ``event`` values: what the lane's last attempt calls for (SAMPLED: an
 #: accepted step passed the next sample time).

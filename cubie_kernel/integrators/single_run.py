@@ -15,7 +15,7 @@ import attrs
 import numpy as np
 
 from cubie_kernel import targets
-from cubie_kernel.algorithms.erk_step import ERKStep, ERKStepSettings
+from cubie_kernel.algorithms import engine_for, make_step
 from cubie_kernel.algorithms.tableaus import get_tableau
 from cubie_kernel.controllers import (
     CONTROLLER_NAMES,
@@ -244,15 +244,9 @@ class SingleIntegratorRun:
             registry = cubie_kernel.buffer_registry
         self.settings = settings
         self.registry = registry
-        self.step = ERKStep(
-            ERKStepSettings(
-                tableau=get_tableau(settings.method),
-                system=settings.system,
-                precision=settings.precision,
-                target=settings.target,
-                dense=settings.dense_output,
-            ),
-            registry,
+        self.step = make_step(
+            get_tableau(settings.method), settings.system, registry, settings.precision,
+            settings.target, settings.dense_output,
         )
         self.controller = make_controller(
             settings.controller_name, settings.controller_settings(), registry
@@ -286,10 +280,14 @@ class SingleIntegratorRun:
             return recognised
         new = self.evolved({k: updates[k] for k in recognised})  # validates
         old, self.settings = self.settings, new
-        self.step.update_compile_settings(
-            tableau=get_tableau(new.method), precision=new.precision, target=new.target,
-            dense=new.dense_output,
-        )
+        tableau = get_tableau(new.method)
+        if engine_for(tableau)[0] is not type(self.step):
+            self._replace_step(new)
+        else:
+            self.step.update_compile_settings(
+                tableau=tableau, precision=new.precision, target=new.target,
+                dense=new.dense_output,
+            )
         if new.controller_name != old.controller_name:
             self._replace_controller(new)
         else:
@@ -306,6 +304,16 @@ class SingleIntegratorRun:
     def evolved(self, updates: Mapping[str, Any]) -> IntegratorSettings:
         """The settings with ``updates`` applied (output shorthands merged); validates."""
         return attrs.evolve(self.settings, **split_output_settings(updates, self.settings.output))
+
+    def _replace_step(self, settings: IntegratorSettings) -> None:
+        """A method of another family: a new step of its engine."""
+        self.registry.clear(self.step)
+        self.step = make_step(
+            get_tableau(settings.method), settings.system, self.registry, settings.precision,
+            settings.target, settings.dense_output,
+        )
+        self.loop.step = self.step
+        self.registry.replace_child(self.loop, "step", self.step)
 
     def _replace_controller(self, settings: IntegratorSettings) -> None:
         self.registry.clear(self.controller)

@@ -1,5 +1,6 @@
 """All tableaus known by name, with the names users know them by."""
 
+from cubie_kernel.algorithms.rosenbrock_tableau import RosenbrockTableau
 from cubie_kernel.algorithms.tableau import ButcherTableau
 from cubie_kernel.algorithms.tableaus.bogacki_shampine import BOGACKI_SHAMPINE_32
 from cubie_kernel.algorithms.tableaus.cash_karp import CASH_KARP_54
@@ -8,10 +9,14 @@ from cubie_kernel.algorithms.tableaus.dormand_prince import DORMAND_PRINCE_54
 from cubie_kernel.algorithms.tableaus.euler import EULER
 from cubie_kernel.algorithms.tableaus.heun_euler import HEUN_EULER_21
 from cubie_kernel.algorithms.tableaus.tsitouras import TSITOURAS_54
+from cubie_kernel.algorithms.tableaus.rodas4 import RODAS4
+from cubie_kernel.algorithms.tableaus.rodas5p import RODAS5P
+from cubie_kernel.algorithms.tableaus.ros3p import ROS3P
+from cubie_kernel.algorithms.tableaus.rosenbrock23 import ROSENBROCK_23
 from cubie_kernel.algorithms.tableaus.verner import VERNER_65
 
-#: Canonical name -> tableau.
-TABLEAUS: dict[str, ButcherTableau] = {
+#: Canonical name -> tableau (explicit methods, then Rosenbrock methods for stiff systems).
+TABLEAUS: dict[str, ButcherTableau | RosenbrockTableau] = {
     t.name: t
     for t in (
         EULER,
@@ -22,6 +27,10 @@ TABLEAUS: dict[str, ButcherTableau] = {
         TSITOURAS_54,
         CASH_KARP_54,
         VERNER_65,
+        ROSENBROCK_23,
+        ROS3P,
+        RODAS4,
+        RODAS5P,
     )
 }
 
@@ -44,6 +53,8 @@ ALIASES: dict[str, str] = {
     "cash_karp_54": "cash_karp",
     "verner6": "vern6",
     "verner_65": "vern6",
+    "ode23s": "rosenbrock23",
+    "rosenbrock_23": "rosenbrock23",
 }
 
 #: Method used when an adaptive run names none (scipy's and MATLAB's default).
@@ -55,7 +66,7 @@ def method_names() -> list[str]:
     return sorted(set(TABLEAUS) | set(ALIASES))
 
 
-def get_tableau(method: str) -> ButcherTableau:
+def get_tableau(method: str) -> ButcherTableau | RosenbrockTableau:
     """Look a method up by name (case-insensitive).
 
     Raises

@@ -5,12 +5,15 @@ This module turns them, with Python's :mod:`ast` and never ``eval``, into
 
 1. a validated :class:`ParsedSystem` (every name resolved, every construct
    checked against a small expression language), and
-2. the source text of two plain Python functions::
+2. the source text of plain Python functions::
 
        def dxdt(state, parameters, t, out): ...
        def observables(state, parameters, t, out): ...
 
-   that compile unchanged with ``numba.njit`` and ``numba.cuda.jit(device=True)``.
+   (and their lane-form variants, ``dxdt_values``, and the analytic Jacobian
+   ``jacobian_lane`` and ``time_derivative_lane`` of
+   :mod:`cubie_kernel.systems.jacobian`) that compile unchanged with
+   ``numba.njit`` and ``numba.cuda.jit(device=True)``.
 
 Every number in the generated code (literals, user constants, ``pi``) is a
 NumPy scalar of the requested precision, bound to a module-level name. numba's
@@ -61,7 +64,8 @@ _INTEGER_RESULT = frozenset({"floor", "ceil"})
 
 #: Names the generated code itself uses; user names may not take them.
 RESERVED_NAMES: frozenset[str] = frozenset(
-    {"t", "pi", "math", "np", "state", "parameters", "out", "dxdt", "observables"}
+    {"t", "pi", "math", "np", "state", "parameters", "out", "dxdt", "observables",
+     "jacobian_lane", "time_derivative_lane"}
     | set(ALLOWED_FUNCTIONS)
 )
 
@@ -564,7 +568,11 @@ def _unpack(parsed: ParsedSystem, equations: Sequence[Equation],
     ``lane``: the arrays are in lane form (element ``i`` of lane ``_j`` at
     ``i * _lanes + _j``; user names start with a letter, so never clash).
     """
-    used = set().union(set(), *(eq.names for eq in equations))
+    return _unpack_names(parsed, set().union(set(), *(eq.names for eq in equations)), lane)
+
+
+def _unpack_names(parsed: ParsedSystem, used: set[str], lane: bool = False) -> list[str]:
+    """Load the states and parameters among ``used`` (see :func:`_unpack`)."""
     at = "[{} * _lanes + _j]" if lane else "[{}]"
     lines = [f"{s} = state{at.format(i)}" for i, s in enumerate(parsed.state_names)
              if s in used]
@@ -587,8 +595,9 @@ def _assignment(emit: _Emitter, eq: Equation, lhs: str) -> list[str]:
 
 
 def generate_source(parsed: ParsedSystem, constants: Mapping[str, float],
-                    precision: object, name: str = "ode_system") -> str:
-    """Source text of a module defining ``dxdt`` and ``observables``.
+                    precision: object, name: str = "ode_system",
+                    jacobian: Sequence | None = None) -> str:
+    """Source text of a module defining the functions in :data:`GENERATED_FUNCTIONS`.
 
     Parameters
     ----------
@@ -600,13 +609,19 @@ def generate_source(parsed: ParsedSystem, constants: Mapping[str, float],
         ``np.float32`` or ``np.float64`` (or their names).
     name
         The system's name, quoted in comments only.
+    jacobian
+        User-supplied Jacobian entries
+        (:func:`cubie_kernel.systems.jacobian.parse_jacobian`), or ``None``
+        to differentiate the equations.
 
     Returns
     -------
     str
-        Python source. Both functions unpack every state and parameter they
+        Python source. The functions unpack every state and parameter they
         read before writing ``out``, so ``out`` may alias ``state``.
     """
+    from cubie_kernel.systems.jacobian import jacobian_functions  # it imports this module
+
     dtype = resolve_precision(precision)
     emit = _Emitter(dtype, constants)
     index = {s: i for i, s in enumerate(parsed.state_names)}
@@ -636,6 +651,8 @@ def generate_source(parsed: ParsedSystem, constants: Mapping[str, float],
         obs_computed += _assignment(emit, eq, eq.target) + [f"out[{j}] = {eq.target}"]
     obs_body = _unpack(parsed, aux + list(parsed.observables)) + obs_computed
     obs_lane_body = _unpack(parsed, aux + list(parsed.observables), lane=True) + obs_computed
+    # last, so the functions above keep their literals' names
+    jacobian_lines = jacobian_functions(parsed, emit, jacobian)
 
     numbers = [(c, float(constants[c])) for c in parsed.constant_names
                if c in emit.used_globals]
@@ -676,11 +693,13 @@ def generate_source(parsed: ParsedSystem, constants: Mapping[str, float],
     arguments = ", ".join(("t",) + parsed.state_names + parsed.parameter_names)
     lines += _function(f"dxdt_values({arguments})",
                        "the derivatives as a tuple, from scalars", dxdt_values_body)
+    lines += jacobian_lines
     return "\n".join(lines).rstrip() + "\n"
 
 
 #: The functions :func:`generate_source` defines, in order.
-GENERATED_FUNCTIONS = ("dxdt", "observables", "dxdt_lane", "observables_lane", "dxdt_values")
+GENERATED_FUNCTIONS = ("dxdt", "observables", "dxdt_lane", "observables_lane", "dxdt_values",
+                       "jacobian_lane", "time_derivative_lane")
 
 
 def compile_functions(source: str, label: str) -> dict[str, Callable]:

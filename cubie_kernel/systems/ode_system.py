@@ -5,6 +5,8 @@ validated once at construction, it is immutable, compares and hashes by that
 definition, and pickles as that definition. The generated ``dxdt`` and
 ``observables`` functions are built lazily per precision, cached on the
 instance, and never pickled (a dask worker rebuilds them on first use).
+The generated code includes the system's Jacobian, differentiated from the
+equations (:mod:`cubie_kernel.systems.jacobian`) unless the user supplies one.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from cubie_kernel.systems.equations import (
     parse_system,
     resolve_precision,
 )
+from cubie_kernel.systems.jacobian import is_autonomous, jacobian_to_dict, parse_jacobian
 
 _cache_lock = threading.Lock()
 
@@ -106,6 +109,16 @@ class ODESystem:
         carry them as CF ``units`` attributes, so xarray labels plot axes.
     long_names : mapping of str to str, optional
         Descriptive names by the same keys (CF ``long_name``).
+    jacobian : mapping of str to mapping of str to str, optional
+        A hand-written Jacobian, ``{row state: {column: expression}}``: the
+        entry ``jacobian["y"]["x"]`` is ``d(dy)/dx``, the derivative of
+        state ``y``'s right-hand side by state ``x``; the column ``"t"``
+        holds the partial time derivative at fixed state. Entries not given
+        are zero. Expressions follow the equations' rules and may use
+        states, parameters, constants, ``t``, ``pi`` and the auxiliaries the
+        equations define. When given it replaces the Jacobian differentiated
+        from the equations entirely (time derivatives too); it is part of the
+        definition (equality, hash, pickling, :meth:`to_dict`, :attr:`digest`).
 
     Raises
     ------
@@ -120,6 +133,10 @@ class ODESystem:
     with ``and``/``or``/``not`` inside ``a if cond else b``, and the functions
     in :data:`~cubie_kernel.systems.equations.ALLOWED_FUNCTIONS`.
 
+    The generated functions include the Jacobian for implicit and
+    Rosenbrock methods (see :meth:`lane_functions`), differentiated
+    analytically from the equations unless ``jacobian`` is given.
+
     Examples
     --------
     >>> decay = ODESystem(["dy = -k*y"], states={"y": 1.0}, parameters={"k": 0.5})
@@ -131,7 +148,8 @@ class ODESystem:
     """
 
     __slots__ = ("_name", "_equations", "_states", "_parameters", "_constants",
-                 "_observables", "_units", "_long_names", "_parsed", "_key", "_built")
+                 "_observables", "_units", "_long_names", "_jacobian", "_parsed", "_key",
+                 "_built")
 
     def __init__(
         self,
@@ -143,6 +161,7 @@ class ODESystem:
         name: str = "ode_system",
         units: Mapping[str, str] | None = None,
         long_names: Mapping[str, str] | None = None,
+        jacobian: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         if not isinstance(name, str) or not name.strip():
             raise SystemDefinitionError(f"name must be a non-empty string, got {name!r}")
@@ -159,14 +178,17 @@ class ODESystem:
                      *parsed.observable_names)
         unit_strings = _labels(units, "units", described)
         long_name_strings = _labels(long_names, "long_names", described)
+        jacobian_entries = parse_jacobian(parsed, jacobian)
         key = (name, texts, tuple(state_values.items()), tuple(parameter_values.items()),
                tuple(constant_values.items()), observable_texts,
-               tuple(unit_strings.items()), tuple(long_name_strings.items()))
+               tuple(unit_strings.items()), tuple(long_name_strings.items()),
+               jacobian_entries)
         for slot, value in (("_name", name), ("_equations", texts),
                             ("_states", state_values), ("_parameters", parameter_values),
                             ("_constants", constant_values),
                             ("_observables", observable_texts), ("_units", unit_strings),
-                            ("_long_names", long_name_strings), ("_parsed", parsed),
+                            ("_long_names", long_name_strings),
+                            ("_jacobian", jacobian_entries), ("_parsed", parsed),
                             ("_key", key), ("_built", {})):
             object.__setattr__(self, slot, value)
 
@@ -212,6 +234,8 @@ class ODESystem:
             out["units"] = dict(self._units)
         if self._long_names:
             out["long_names"] = dict(self._long_names)
+        if self._jacobian is not None:
+            out["jacobian"] = jacobian_to_dict(self._jacobian)
         return out
 
     @property
@@ -294,6 +318,18 @@ class ODESystem:
         return dict(self._constants)
 
     @property
+    def jacobian(self) -> dict[str, dict[str, str]] | None:
+        """The user-supplied Jacobian, ``{row: {column: expression}}`` (a copy),
+        or ``None`` when the Jacobian is differentiated from the equations."""
+        return None if self._jacobian is None else jacobian_to_dict(self._jacobian)
+
+    @property
+    def is_autonomous(self) -> bool:
+        """True when no derivative reads ``t``, directly or through auxiliaries
+        (then the time derivative of :meth:`lane_functions` is zero)."""
+        return is_autonomous(self._parsed)
+
+    @property
     def parsed(self) -> ParsedSystem:
         """The validated equations (for code generators such as Jacobians)."""
         return self._parsed
@@ -309,7 +345,7 @@ class ODESystem:
                 built = _shared.get(shared_key)
                 if built is None:
                     source = generate_source(self._parsed, self._constants, dtype,
-                                             self._name)
+                                             self._name, self._jacobian)
                     functions = compile_functions(source, f"{self._name}-{dtype.name}")
                     built = (source, functions)
                     _shared[shared_key] = built
@@ -356,15 +392,31 @@ class ODESystem:
         *states, *parameters)`` returns the derivatives as a tuple of
         scalars (states and parameters in definition order), for steps
         that keep a stage in registers.
+
+        ``jacobian_lane(state, parameters, t, out, j, lanes)`` writes the
+        Jacobian ``J[i][k] = d f_i / d x_k`` (``f_i`` the derivative of state
+        ``i``) of lane ``j`` to ``out[(i * n + k) * lanes + j]`` for all ``i,
+        k``, zeros included; ``time_derivative_lane(state, parameters, t,
+        out, j, lanes)`` writes the partial ``d f_i / d t`` at fixed state to
+        ``out[i * lanes + j]``. Both are differentiated analytically from the
+        equations (:mod:`cubie_kernel.systems.jacobian`), or come from the
+        ``jacobian`` given to the constructor. With ``lanes=1, j=0`` the
+        ``*_lane`` functions work on plain 1-D arrays.
         """
         functions = self._generated(precision)[1]
-        return {name: functions[name] for name in ("dxdt_lane", "observables_lane", "dxdt_values")}
+        return {name: functions[name] for name in (
+            "dxdt_lane", "observables_lane", "dxdt_values", "jacobian_lane",
+            "time_derivative_lane")}
 
     @property
     def definition_key(self) -> tuple:
-        """What decides the generated code: equations, names in order, constants."""
-        return (self._name, self._equations, tuple(self._states), tuple(self._parameters),
-                tuple(self._constants.items()), self._observables)
+        """What decides the generated code: equations, names in order, constants,
+        and a user-supplied Jacobian (only when given)."""
+        key = (self._name, self._equations, tuple(self._states), tuple(self._parameters),
+               tuple(self._constants.items()), self._observables)
+        if self._jacobian is not None:
+            key += (tuple((e.row, e.column, e.text) for e in self._jacobian),)
+        return key
 
     def source(self, precision: object = np.float64) -> str:
         """The generated Python source of the system's functions, for reading."""

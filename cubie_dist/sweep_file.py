@@ -12,6 +12,7 @@
     #   constants: {}
     #   observables: []
     #   name: decay
+    #   jacobian: {y: {y: "-k"}}   # optional: d(dy/dt)/dy; omitted: generated from equations
     solver: {method: rk45, rtol: 1.0e-6, atol: 1.0e-9, save_every: null}
     # solver:                    # declared outputs: cubie_kernel.Output's fields
     #   method: rk45
@@ -53,7 +54,8 @@ TOP_LEVEL_KEYS = (
     "output",
 )
 REQUIRED_KEYS = ("system", "sweep", "duration")
-EXAMPLES = ("lorenz", "van_der_pol", "exponential_decay", "harmonic_oscillator", "kepler")
+EXAMPLES = ("lorenz", "van_der_pol", "exponential_decay", "harmonic_oscillator", "kepler",
+            "robertson")
 RANGE_FORMS = {
     "linspace": lambda start, stop, num: np.linspace(start, stop, int(num)),
     "logspace": lambda start, stop, num: np.logspace(start, stop, int(num)),
@@ -132,7 +134,7 @@ def _system(section: Any) -> ODESystem:
         except TypeError as error:
             raise SweepFileError(f"system.arguments: {error}") from None
     allowed = ("equations", "states", "parameters", "constants", "observables", "name", "units",
-               "long_names")
+               "long_names", "jacobian")
     unknown = sorted(set(section) - set(allowed))
     if unknown:
         raise SweepFileError(

@@ -14,6 +14,7 @@ from cubie_kernel.systems.examples import (
     harmonic_oscillator as harmonic_oscillator,
     kepler as kepler,
     lorenz as lorenz,
+    robertson as robertson,
     van_der_pol as van_der_pol,
 )
 from cubie_kernel.systems.ode_system import ODESystem as ODESystem
@@ -26,5 +27,6 @@ __all__ = [
     "harmonic_oscillator",
     "kepler",
     "lorenz",
+    "robertson",
     "van_der_pol",
 ]

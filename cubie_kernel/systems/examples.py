@@ -116,3 +116,32 @@ def kepler(eccentricity: float = 0.5, mu: float = 1.0) -> ODESystem:
         observables=["energy = 0.5*(px**2 + py**2) - mu/r"],
         name="kepler",
     )
+
+
+def robertson(k1: float = 0.04, k2: float = 3.0e7, k3: float = 1.0e4) -> ODESystem:
+    """Robertson's chemical kinetics: the classic stiff test (rates over 9 decades).
+
+    Three species, ``A -> B`` (``k1``), ``2B -> B + C`` (``k2``), ``B + C -> A
+    + C`` (``k3``), from ``(1, 0, 0)``; mass ``a + b + c`` is conserved.
+    Explicit methods need ~1e5 steps per unit of ``t`` once ``b`` settles;
+    use a Rosenbrock method (``method="rodas5p"``)::
+
+        da = -k1*a + k3*b*c
+        db = k1*a - k3*b*c - k2*b**2
+        dc = k2*b**2
+        mass = a + b + c
+
+    H. H. Robertson, "The solution of a set of reaction rate equations", in
+    Numerical Analysis: an Introduction, Academic Press (1966) 178-182.
+    """
+    return ODESystem(
+        equations=[
+            "da = -k1*a + k3*b*c",
+            "db = k1*a - k3*b*c - k2*b**2",
+            "dc = k2*b**2",
+        ],
+        states={"a": 1.0, "b": 0.0, "c": 0.0},
+        parameters={"k1": k1, "k2": k2, "k3": k3},
+        observables=["mass = a + b + c"],
+        name="robertson",
+    )

@@ -5,6 +5,7 @@ tableau                     engine (step factory)                   methods
 ==========================  ======================================  =========================
 ``ButcherTableau``          :class:`~.erk_step.ERKStep`             explicit Runge-Kutta
 ``RosenbrockTableau``       :class:`~.rosenbrock_step.RosenbrockStep`  Rosenbrock (stiff)
+``DIRKTableau``             :class:`~.dirk_step.DIRKStep`           SDIRK/ESDIRK (stiff)
 ==========================  ======================================  =========================
 
 Every engine builds the same lane-form step function and exposes the same
@@ -14,6 +15,8 @@ Every engine builds the same lane-form step function and exposes the same
 
 from __future__ import annotations
 
+from cubie_kernel.algorithms.dirk_step import DIRKStep, DIRKStepSettings
+from cubie_kernel.algorithms.dirk_tableau import DIRKTableau
 from cubie_kernel.algorithms.erk_step import ERKStep, ERKStepSettings
 from cubie_kernel.algorithms.rosenbrock_step import RosenbrockStep, RosenbrockStepSettings
 from cubie_kernel.algorithms.rosenbrock_tableau import RosenbrockTableau
@@ -23,6 +26,7 @@ from cubie_kernel.algorithms.tableau import ButcherTableau
 ENGINES = {
     ButcherTableau: (ERKStep, ERKStepSettings),
     RosenbrockTableau: (RosenbrockStep, RosenbrockStepSettings),
+    DIRKTableau: (DIRKStep, DIRKStepSettings),
 }
 
 

@@ -8,6 +8,9 @@ from cubie_kernel.algorithms.tableaus.classical_rk4 import CLASSICAL_RK4
 from cubie_kernel.algorithms.tableaus.dormand_prince import DORMAND_PRINCE_54
 from cubie_kernel.algorithms.tableaus.euler import EULER
 from cubie_kernel.algorithms.tableaus.heun_euler import HEUN_EULER_21
+from cubie_kernel.algorithms.tableaus.kvaerno3 import KVAERNO_3
+from cubie_kernel.algorithms.tableaus.kvaerno5 import KVAERNO_5
+from cubie_kernel.algorithms.tableaus.trbdf2 import TR_BDF2
 from cubie_kernel.algorithms.tableaus.tsitouras import TSITOURAS_54
 from cubie_kernel.algorithms.tableaus.rodas4 import RODAS4
 from cubie_kernel.algorithms.tableaus.rodas5p import RODAS5P
@@ -31,6 +34,9 @@ TABLEAUS: dict[str, ButcherTableau | RosenbrockTableau] = {
         ROS3P,
         RODAS4,
         RODAS5P,
+        KVAERNO_3,
+        KVAERNO_5,
+        TR_BDF2,
     )
 }
 
@@ -55,6 +61,12 @@ ALIASES: dict[str, str] = {
     "verner_65": "vern6",
     "ode23s": "rosenbrock23",
     "rosenbrock_23": "rosenbrock23",
+    "kvaerno_3": "kvaerno3",
+    "kvaerno_32": "kvaerno3",
+    "kvaerno_5": "kvaerno5",
+    "kvaerno_54": "kvaerno5",
+    "tr_bdf2": "trbdf2",
+    "ode23tb": "trbdf2",
 }
 
 #: Method used when an adaptive run names none (scipy's and MATLAB's default).

@@ -1,5 +1,10 @@
 """Per-run status: one bit-flag enum, shared by device code and results.
 
+The solver bits (``nonlinear_solver_failed``, ``linear_solver_failed``) come
+with ``step_size_too_small`` or ``max_steps_exceeded``: a failed implicit
+attempt is rejected and retried smaller, and only a run that stops that way
+reports why its attempts failed.
+
 Device code ORs plain ints (``int(RunStatus.X)``); results carry them as
 ``status(run)``, an int32 CF flag variable whose ``flag_masks`` /
 ``flag_values`` / ``flag_meanings`` are generated from this enum. A run
@@ -20,8 +25,8 @@ class RunStatus(enum.IntFlag):
     MAX_STEPS_EXCEEDED = 1
     STEP_SIZE_TOO_SMALL = 2
     NONFINITE_STATE = 4
-    NONLINEAR_SOLVER_FAILED = 8  # reserved for implicit methods
-    LINEAR_SOLVER_FAILED = 16  # reserved for implicit methods
+    NONLINEAR_SOLVER_FAILED = 8  # implicit stages: Newton diverged or did not converge
+    LINEAR_SOLVER_FAILED = 16  # implicit steps: a singular or non-finite matrix
 
     @property
     def message(self) -> str:
@@ -32,8 +37,14 @@ _MESSAGES = {
     RunStatus.MAX_STEPS_EXCEEDED: "the run took max_steps steps before reaching its end time",
     RunStatus.STEP_SIZE_TOO_SMALL: "the step-size controller asked for a step below dt_min",
     RunStatus.NONFINITE_STATE: "the state became inf or NaN",
-    RunStatus.NONLINEAR_SOLVER_FAILED: "the nonlinear (Newton) solver did not converge",
-    RunStatus.LINEAR_SOLVER_FAILED: "the linear solver failed",
+    RunStatus.NONLINEAR_SOLVER_FAILED: (
+        "the nonlinear (Newton) solver of an implicit step did not converge, and the step "
+        "shrank until the run stopped"
+    ),
+    RunStatus.LINEAR_SOLVER_FAILED: (
+        "the linear system of an implicit step was singular or not finite (a non-finite "
+        "Jacobian, or W = I / (h gamma) - J singular), and the step shrank until the run stopped"
+    ),
 }
 
 #: Every failure bit together.

@@ -15,6 +15,8 @@ Every engine builds the same lane-form step function and exposes the same
 
 from __future__ import annotations
 
+import attrs
+
 from cubie_kernel.algorithms.dirk_step import DIRKStep, DIRKStepSettings
 from cubie_kernel.algorithms.dirk_tableau import DIRKTableau
 from cubie_kernel.algorithms.erk_step import ERKStep, ERKStepSettings
@@ -38,8 +40,25 @@ def engine_for(tableau) -> tuple[type, type]:
         raise TypeError(f"no step engine runs a {type(tableau).__name__}") from None
 
 
-def make_step(tableau, system, registry, precision, target: str = "cpu", dense: bool = False):
+def step_settings(tableau, system, precision, target: str = "cpu", dense: bool = False,
+                  tolerances: tuple | None = None) -> dict:
+    """The compile settings of ``tableau``'s engine, as keyword arguments.
+
+    ``tolerances`` is the run's ``(atol, rtol)``; only engines whose settings
+    declare a ``tolerances`` field (implicit stages solved to a tolerance)
+    receive it, so the other steps do not recompile when tolerances change.
+    """
+    _, settings = engine_for(tableau)
+    values = dict(tableau=tableau, system=system, precision=precision, target=target,
+                  dense=dense)
+    if "tolerances" in attrs.fields_dict(settings):
+        values["tolerances"] = tolerances
+    return values
+
+
+def make_step(tableau, system, registry, precision, target: str = "cpu", dense: bool = False,
+              tolerances: tuple | None = None):
     """A step factory for ``tableau`` (its engine), registered in ``registry``."""
     factory, settings = engine_for(tableau)
-    return factory(settings(tableau=tableau, system=system, precision=precision, target=target,
-                            dense=dense), registry)
+    return factory(settings(**step_settings(tableau, system, precision, target, dense,
+                                            tolerances)), registry)

@@ -15,7 +15,7 @@ import attrs
 import numpy as np
 
 from cubie_kernel import targets
-from cubie_kernel.algorithms import engine_for, make_step
+from cubie_kernel.algorithms import engine_for, make_step, step_settings
 from cubie_kernel.algorithms.tableaus import get_tableau
 from cubie_kernel.controllers import (
     CONTROLLER_NAMES,
@@ -175,6 +175,15 @@ class _RunSettings:
             return self.controller
         return default_controller_for(get_tableau(self.method))
 
+    @property
+    def tolerances(self) -> tuple | None:
+        """``(atol, rtol)`` per state for steps that solve to a tolerance (None
+        for fixed steps, which have none)."""
+        if self.controller_name == "fixed":
+            return None
+        settings = self.controller_settings()
+        return (settings.atol, settings.rtol)
+
     def controller_settings(self) -> ControllerSettings:
         tableau = get_tableau(self.method)
         return ControllerSettings(
@@ -246,7 +255,7 @@ class SingleIntegratorRun:
         self.registry = registry
         self.step = make_step(
             get_tableau(settings.method), settings.system, registry, settings.precision,
-            settings.target, settings.dense_output,
+            settings.target, settings.dense_output, settings.tolerances,
         )
         self.controller = make_controller(
             settings.controller_name, settings.controller_settings(), registry
@@ -284,10 +293,10 @@ class SingleIntegratorRun:
         if engine_for(tableau)[0] is not type(self.step):
             self._replace_step(new)
         else:
-            self.step.update_compile_settings(
-                tableau=tableau, precision=new.precision, target=new.target,
-                dense=new.dense_output,
-            )
+            self.step.update_compile_settings(step_settings(
+                tableau, new.system, new.precision, new.target, new.dense_output,
+                new.tolerances,
+            ))
         if new.controller_name != old.controller_name:
             self._replace_controller(new)
         else:
@@ -310,7 +319,7 @@ class SingleIntegratorRun:
         self.registry.clear(self.step)
         self.step = make_step(
             get_tableau(settings.method), settings.system, self.registry, settings.precision,
-            settings.target, settings.dense_output,
+            settings.target, settings.dense_output, settings.tolerances,
         )
         self.loop.step = self.step
         self.registry.replace_child(self.loop, "step", self.step)

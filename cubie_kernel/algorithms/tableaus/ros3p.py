@@ -2,8 +2,14 @@
 
 Properties
 ----------
-- Order 3, 3 stages, A-stable (not L-stable; ``R(inf) = 0.73``); designed
-  not to lose order on stiff parabolic problems (no order reduction to 2).
+- Order 3, 3 stages, A-stable but not L-stable (``R(inf) = 1 - sqrt 3 =
+  -0.73``); designed not to lose order on stiff parabolic problems (no order
+  reduction to 2).
+- The embedded method has the same ``R(inf)``, so the error estimate does
+  not see errors in very stiff components, which are not damped either:
+  on OREGO (eigenvalues down to ~-1e5) the end point is off by ~3e3 times
+  the tolerance at rtol 1e-4 (Rodas4: 0.8). Prefer ``rodas4``/``rodas5p``
+  for very stiff systems.
 - Embedded order 2 (the published ``m_hat``).
 - Two function evaluations per step: stages 2 and 3 share their input.
 - No continuous extension: saves land on the steps.

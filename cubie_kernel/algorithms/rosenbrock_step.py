@@ -15,11 +15,18 @@ coefficient a named constant of the run's precision. Per lane (see
    as the explicit engine does) and one pair of triangular solves;
 4. the solution ``y + sum m_i u_i`` and the estimate ``sum e_i u_i``.
 
+Steps 1-2 (the Jacobian and the factorisation) run lane by lane: the
+pivoting differs per run. The stages run every lane at once, like the
+explicit engine: one loop over the lanes per stage computes its right-hand
+side, and the two triangular sweeps of the solve loop over the lanes
+innermost (:func:`~cubie_kernel.algorithms.linear_algebra.build_block_solve`);
+on the cpu target these loops vectorise (measured on HIRES, Rodas5P: 0.58 us
+per run and step, against 2.4 us with every phase lane by lane).
+
 A singular or non-finite ``W`` fails the attempt: the lane's
 ``step_status`` becomes ``LINEAR_SOLVER_FAILED`` and its error estimate NaN,
 so the controller rejects the step and shrinks it (the loop reports the
-flag if the run then stops). Lanes are independent here (pivoting differs
-per run), so the CPU target runs this step lane by lane.
+flag if the run then stops).
 
 Buffers (registered under the step, sizes in elements per run)
 ---------------------------------------------------------------
@@ -54,7 +61,7 @@ import attrs
 import numpy as np
 
 from cubie_kernel import kernel_cache, targets
-from cubie_kernel.algorithms.linear_algebra import build_lu
+from cubie_kernel.algorithms.linear_algebra import build_block_solve, build_lu
 from cubie_kernel.algorithms.rosenbrock_tableau import RosenbrockTableau
 from cubie_kernel.factory import CompiledFactory
 from cubie_kernel.status import RunStatus
@@ -95,8 +102,8 @@ def step_source(tableau: RosenbrockTableau, system: ODESystem, lanes: int, preci
     """Python source of the lane-form Rosenbrock step attempt for ``tableau``.
 
     It expects ``alloc_*`` allocators, ``jacobian_lane``,
-    ``time_derivative_lane``, ``dxdt_values``, ``factor``, ``solve``,
-    ``PREC`` and ``WIDE`` in its namespace.
+    ``time_derivative_lane``, ``dxdt_values``, ``factor``, ``solve_block``,
+    ``PREC``, ``WIDE``, ``NAN`` and ``LINEAR_SOLVER_FAILED`` in its namespace.
     """
     dtype = np.dtype(precision)
     s, n, L = tableau.n_stages, system.n_states, lanes
@@ -131,14 +138,21 @@ def step_source(tableau: RosenbrockTableau, system: ODESystem, lanes: int, preci
         lines.append("    ft = alloc_time_derivative(shared, persistent)")
     if dense:
         lines.append("    dense = alloc_dense(shared, persistent)")
+    identity = [
+        f"            for q in range({n * n}):",
+        f"                lu[q * {L} + j] = PREC(0.0)",
+        f"            for m in range({n}):",
+        f"                lu[(m * {n + 1}) * {L} + j] = PREC(1.0)",
+        f"                piv[m * {L} + j] = PREC(m)",
+    ]
+    # 1. per lane (pivoting differs between runs): J, W = I / (h gamma) - J, its LU.
+    # Lanes with nothing to factor get the identity, so the block solves stay in bounds.
     lines += [
         f"    for j in range({L}):",
         "        hp = PREC(h[j])",
         "        step_status[j] = 0",
         "        if hp == PREC(0.0):  # an idle lane",
-        f"            for m in range({n}):",
-        f"                proposed[m * {L} + j] = state[m * {L} + j]",
-        f"                error[m * {L} + j] = PREC(0.0)",
+        *identity,
         "            continue",
         "        if first_stage[j] != 2:  # a new point (kept after a rejected attempt)",
         f"            jacobian_lane(state, parameters, PREC(t[j]), jac, j, {L})",
@@ -153,13 +167,14 @@ def step_source(tableau: RosenbrockTableau, system: ODESystem, lanes: int, preci
         f"            lu[(m * {n + 1}) * {L} + j] += diagonal",
         "        if factor(lu, piv, j) != 0:",
         "            step_status[j] = LINEAR_SOLVER_FAILED",
-        f"            for m in range({n}):",
-        f"                proposed[m * {L} + j] = state[m * {L} + j]",
-        f"                error[m * {L} + j] = NAN",
-        "            continue",
-        "        inv_h = PREC(1.0) / hp",
+        *identity,
     ]
+    # 2. per stage, every lane at once (the loop vectorises on the cpu target): the
+    # stage's right-hand side, then the block's triangular solves
     for i in range(s):
+        lines += [f"    for j in range({L}):", "        hp = PREC(h[j])"]
+        if i > 0:
+            lines.append("        inv_h = PREC(1.0) / hp")
         names = []
         for m in range(n):
             terms = [(constant(f"A{i}_{k}", tableau.a[i][k]), u(k, m)) for k in range(i)]
@@ -182,7 +197,9 @@ def step_source(tableau: RosenbrockTableau, system: ODESystem, lanes: int, preci
             if d_i is not None:
                 value += f" + {d_i} * hp * ft[{m * L} + j]"
             lines.append(f"        {u(i, m)} = {value}")
-        lines.append(f"        solve(lu, piv, u, {i * n}, j)")
+        lines.append(f"    solve_block(lu, piv, u, {i * n})")
+    # 3. the solution, the estimate and the dense-output stages, every lane at once
+    lines.append(f"    for j in range({L}):")
     for m in range(n):
         weights = _sum([(w, u(i, m)) for i in range(s)
                         if (w := constant(f"M{i}", tableau.m[i]))])
@@ -195,6 +212,18 @@ def step_source(tableau: RosenbrockTableau, system: ODESystem, lanes: int, preci
         lines += [f"        dense[{m * L} + j] = {state[m]}" for m in range(n)]
         for slot, i in enumerate(dense_slots(tableau), start=1):
             lines += [f"        dense[{(slot * n + m) * L} + j] = {u(i, m)}" for m in range(n)]
+    # 4. idle lanes stay put; failed ones are rejected (a NaN estimate)
+    lines += [
+        f"    for j in range({L}):",
+        "        if PREC(h[j]) == PREC(0.0):",
+        f"            for m in range({n}):",
+        f"                proposed[m * {L} + j] = state[m * {L} + j]",
+        f"                error[m * {L} + j] = PREC(0.0)",
+        "        elif step_status[j] != 0:",
+        f"            for m in range({n}):",
+        f"                proposed[m * {L} + j] = state[m * {L} + j]",
+        f"                error[m * {L} + j] = NAN",
+    ]
     lines.append("    return 0")
     if dense:
         lines += ["", ""] + _dense_source(tableau, n, L, constant)
@@ -278,7 +307,8 @@ class RosenbrockStep(CompiledFactory):
         lanes = backend.lanes(precision)
         layout = self._registry.layout(self, s.target)
         functions = s.system.lane_functions(precision)
-        factor, solve = build_lu(s.system.n_states, lanes, precision)
+        factor, _ = build_lu(s.system.n_states, lanes, precision)
+        solve_block = build_block_solve(s.system.n_states, lanes, precision)
         jit = backend.device_jit
 
         def allocator(name):
@@ -290,7 +320,7 @@ class RosenbrockStep(CompiledFactory):
             "NAN": precision(np.nan),
             "LINEAR_SOLVER_FAILED": int(RunStatus.LINEAR_SOLVER_FAILED),
             "factor": jit(factor),
-            "solve": jit(solve),
+            "solve_block": jit(solve_block, inline=True),
             "jacobian_lane": jit(functions["jacobian_lane"]),
             "time_derivative_lane": jit(functions["time_derivative_lane"]),
             "dxdt_values": jit(functions["dxdt_values"], inline=True),

@@ -109,3 +109,18 @@ def test_rosenbrock_methods_match_cpu(method, precision):
         np.testing.assert_array_equal(result[name].values, reference[name].values,
                                       err_msg=name)
     np.testing.assert_array_equal(result.status, 0)
+
+
+def test_esdirk_with_dense_output_matches_cpu():
+    """Kvaerno 3(2): Newton iterations per thread, Hermite dense-output saves."""
+    from cubie_kernel.systems import robertson
+
+    settings = dict(method="kvaerno3", rtol=1e-5, atol=1e-10, save_every=0.5)
+    solve = {"parameters": {"k1": [0.04, 0.4]}, "duration": 1.5}
+    reference = Solver(robertson(), target="cpu", **settings).solve(**solve)
+    result = Solver(robertson(), target="cuda", **settings).solve(**solve)
+    assert reference.attrs["saving"] == "dense output"
+    for name in reference.data_vars:
+        np.testing.assert_array_equal(result[name].values, reference[name].values,
+                                      err_msg=name)
+    np.testing.assert_array_equal(result.status, 0)

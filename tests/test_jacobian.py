@@ -667,3 +667,11 @@ def test_lane_functions_include_the_jacobian():
     assert functions["jacobian_lane"] is examples.lorenz().lane_functions(
         np.float32)["jacobian_lane"]  # cached with the rest
     assert len(examples.lorenz().python_functions()) == 2
+
+
+@pytest.mark.parametrize("name", ["dxdt_lane", "observables_lane", "dxdt_values",
+                                  "jacobian_lane", "time_derivative_lane"])
+def test_generated_function_names_are_reserved(name):
+    """A constant named like a generated function would be overwritten by its definition."""
+    with pytest.raises(SystemDefinitionError, match="reserved"):
+        ODESystem(["dx = -c*x"], states={"x": 1.0}, constants={name: 2.0})

@@ -65,7 +65,7 @@ _INTEGER_RESULT = frozenset({"floor", "ceil"})
 #: Names the generated code itself uses; user names may not take them.
 RESERVED_NAMES: frozenset[str] = frozenset(
     {"t", "pi", "math", "np", "state", "parameters", "out", "dxdt", "observables",
-     "jacobian_lane", "time_derivative_lane"}
+     "dxdt_lane", "observables_lane", "dxdt_values", "jacobian_lane", "time_derivative_lane"}
     | set(ALLOWED_FUNCTIONS)
 )
 

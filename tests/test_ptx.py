@@ -6,6 +6,7 @@ leaking into float32 code): these tests run NVVM on the real kernel and
 assemble the PTX with ptxas.
 """
 
+import functools
 import re
 import subprocess
 
@@ -71,8 +72,9 @@ def f64_arithmetic(ptx: str) -> int:
     return len(F64_ARITHMETIC.findall(ptx))
 
 
-def check(kernel, cc, precision):
-    ptx = kernel.ptx(cc)
+def check(kernel, cc, precision, ptx=None):
+    if ptx is None:
+        ptx = kernel.ptx(cc)
     assert f".target sm_{cc[0]}{cc[1]}" in ptx
     assert ".entry" in ptx
     if precision == np.float32:
@@ -83,6 +85,27 @@ def check(kernel, cc, precision):
             f"(time needs <= {F64_TIME_BUDGET})"
         )
     return assemble(ptx, cc)
+
+
+# Compile budget. Typing and lowering a kernel costs ~5-12 s here; NVVM for one
+# more compute capability ~1-1.5 s once the kernel object (and with it its
+# compiled device functions) exists. So each configuration's kernel is built
+# once per module and asked for PTX once per compute capability: every cc is
+# still compiled by NVVM and assembled by ptxas on its own.
+@functools.lru_cache(maxsize=None)
+def method_kernel(method: str, precision) -> BatchSolverKernel:
+    """Lorenz with ``method``, saving every 0.1: the kernel of test_every_method_compiles."""
+    if TABLEAUS[method].adaptive:
+        step = {"rtol": 1e-6, "atol": 1e-8}  # default controller, first step estimated
+    else:
+        step = {"dt": 1e-3}
+    return cuda_kernel(lorenz(), method=method, save_every=0.1, precision=precision, **step)
+
+
+@functools.lru_cache(maxsize=None)
+def method_ptx(method: str, precision, cc) -> str:
+    """PTX of :func:`method_kernel` for ``cc`` (compiled once per module)."""
+    return method_kernel(method, precision).ptx(cc)
 
 
 #: Every method for every compute capability; the implicit ones (Jacobian, LU, one
@@ -96,12 +119,7 @@ METHOD_CCS = [(m, cc) for m in sorted(TABLEAUS) for cc in CCS
 @pytest.mark.parametrize("method,cc", METHOD_CCS,
                          ids=[f"{m}-sm{cc[0]}{cc[1]}" for m, cc in METHOD_CCS])
 def test_every_method_compiles(method, precision, cc):
-    if TABLEAUS[method].adaptive:
-        step = {"rtol": 1e-6, "atol": 1e-8}  # default controller, first step estimated
-    else:
-        step = {"dt": 1e-3}
-    kernel = cuda_kernel(lorenz(), method=method, save_every=0.1, precision=precision, **step)
-    check(kernel, cc, precision)
+    check(method_kernel(method, precision), cc, precision, method_ptx(method, precision, cc))
 
 
 @pytest.mark.parametrize(
@@ -141,9 +159,9 @@ def test_float32_kernels_do_float64_arithmetic_on_time_only(step):
 
 def test_the_float64_count_sees_float64_arithmetic():
     """The counter itself: a float64 kernel is full of it, a float32 one is not."""
-    settings = dict(method="dormand_prince_54", save_every=0.1, rtol=1e-6, atol=1e-8)
-    f64 = f64_arithmetic(cuda_kernel(lorenz(), precision=np.float64, **settings).ptx((9, 0)))
-    f32 = f64_arithmetic(cuda_kernel(lorenz(), precision=np.float32, **settings).ptx((9, 0)))
+    # DP5 on Lorenz, save_every 0.1, rtol 1e-6, atol 1e-8: test_every_method_compiles' kernels
+    f64 = f64_arithmetic(method_ptx("dormand_prince_54", np.float64, (9, 0)))
+    f32 = f64_arithmetic(method_ptx("dormand_prince_54", np.float32, (9, 0)))
     assert f64 > 10 * F64_TIME_BUDGET
     assert f32 <= F64_TIME_BUDGET
 
@@ -167,11 +185,18 @@ LOCATIONS = {
 SHARED_ELEMENTS = {"all_local": 0, "state_shared": 3 + 3, "all_shared": 3 + 3 + 0 + 0 + 3}
 
 
+@functools.lru_cache(maxsize=None)
+def location_kernel(layout: str) -> BatchSolverKernel:
+    """RK4 Lorenz with the buffer locations of ``layout`` (one kernel per layout, both ccs)."""
+    kernel = cuda_kernel(lorenz(), method="rk4", dt=1e-3, save_every=0.1)
+    kernel.update(LOCATIONS[layout])
+    return kernel
+
+
 @pytest.mark.parametrize("cc", CCS, ids=lambda cc: f"sm{cc[0]}{cc[1]}")
 @pytest.mark.parametrize("layout", sorted(LOCATIONS))
 def test_buffer_locations_compile(layout, cc):
-    kernel = cuda_kernel(lorenz(), method="rk4", dt=1e-3, save_every=0.1)
-    kernel.update(LOCATIONS[layout])
+    kernel = location_kernel(layout)
     assert kernel.shared_memory_elements == SHARED_ELEMENTS[layout]
     check(kernel, cc, np.float64)
 
@@ -196,7 +221,9 @@ def test_output_variants_compile(variant):
 
 
 def test_rk4_lorenz_kernel_does_not_spill():
-    report = check(cuda_kernel(lorenz(), dt=1e-3, save_every=0.1), (8, 0), np.float64)
+    # RK4 (the default method), dt 1e-3, save_every 0.1: test_every_method_compiles' kernel
+    report = check(method_kernel("rk4", np.float64), (8, 0), np.float64,
+                   method_ptx("rk4", np.float64, (8, 0)))
     assert report["spill_stores"] == 0
     assert report["registers"] <= 255
 

@@ -639,7 +639,7 @@ def test_make_controller_names_and_errors():
 
 def test_default_controller_for_tableaus():
     for tableau in TABLEAUS.values():
-        expected = "pi" if tableau.b_error is not None else "fixed"
+        expected = "pi" if tableau.adaptive else "fixed"
         assert default_controller_for(tableau) == expected
     assert default_controller_for(TABLEAUS["rk4"]) == "fixed"
     assert default_controller_for(TABLEAUS["dormand_prince_54"]) == "pi"

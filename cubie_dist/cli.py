@@ -252,11 +252,16 @@ def command_run(args) -> int:
         except cd.StoreUnreachableError as error:
             raise CLIError(f"{error} (--write-on client)", EXIT_CLUSTER) from None
         elapsed = time.perf_counter() - start
+        import numpy as np
+
+        from cubie_kernel.status import FAILURE_MASK
+
         if store is None:
             write_dataset(ds, output)
-            failed = int((ds["status"].values != 0).sum())
+            failed = int(np.count_nonzero(ds["status"].values & FAILURE_MASK))
         else:  # the store's summary: nothing of size n_runs is read
-            failed = job.sweep.n_runs - json.loads(ds.attrs["status_counts"]).get("0", 0)
+            counts = json.loads(ds.attrs["status_counts"])
+            failed = sum(int(n) for v, n in counts.items() if int(v) & FAILURE_MASK)
     print(
         f"{plural(job.sweep.n_runs, 'run')} in {elapsed:.1f} s on "
         f"{plural(int(ds.attrs['plan_n_chunks']), 'chunk')}; "

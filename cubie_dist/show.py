@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from cubie_kernel.status import RunStatus
+from cubie_kernel.status import decode_status
 
 from cubie_dist.chunks import plural
 
@@ -50,9 +50,7 @@ def _status_counts(ds: xr.Dataset) -> dict[int, int]:
 
 
 def _flag_names(status: int) -> str:
-    if status == 0:
-        return "success"
-    return "+".join(flag.name.lower() for flag in RunStatus if flag and status & flag)
+    return "+".join(decode_status(status))
 
 
 def _with_units(name: str, var: xr.DataArray) -> str:

@@ -47,7 +47,10 @@ class BatchOutput:
     run) the summary metrics' results (slots as
     :meth:`Output.resolve <cubie_kernel.outputs.Output.resolve>` lays them
     out), ``final_state`` (state, run) each run's last state (zero states
-    unless requested), ``counters`` is (counter, run), ``status`` is (run,),
+    unless requested), ``event_times`` (record, event, run, float64; NaN
+    beyond each run's recorded crossings), ``event_states`` (record, event *
+    state, run) the states at those crossings, ``event_counts`` (event,
+    run) the crossings per run, ``counters`` is (counter, run), ``status`` is (run,),
     ``time`` holds the save times and ``window_start``/``window_end`` the
     windows' bounds (absolute, float64); ``kernel_seconds`` sums the
     kernel's own time over device chunks (CUDA events on a GPU, wall time
@@ -60,6 +63,9 @@ class BatchOutput:
     save_counters: np.ndarray
     summaries: np.ndarray
     final_state: np.ndarray
+    event_times: np.ndarray
+    event_states: np.ndarray
+    event_counts: np.ndarray
     counters: np.ndarray
     status: np.ndarray
     n_chunks: int
@@ -197,7 +203,10 @@ class BatchSolverKernel(CompiledFactory):
         outputs = self.n_saves(duration) * (run.n_saved_states + run.n_saved_observables)
         outputs += self.n_windows(duration) * run.n_summary_slots
         outputs += system.n_states if run.compile_flags.final_state else 0
+        n_records, n_events = self._event_shape()
+        outputs += n_records * n_events * system.n_states
         outputs *= self.itemsize
+        outputs += n_records * n_events * 8 + n_events * 4  # float64 times, int32 counts
         bookkeeping = (len(COUNTER_NAMES) + 1) * 4 + run_state.bytes_per_run()
         if run.compile_flags.counters:
             bookkeeping += self.n_saves(duration) * len(COUNTER_NAMES) * 4
@@ -343,15 +352,24 @@ class BatchSolverKernel(CompiledFactory):
         flags = run.compile_flags
         n_saves = self.n_saves(duration)
         n_counters = len(COUNTER_NAMES)
+        n_records, n_events = self._event_shape()
         return (
             ((n_saves, run.n_saved_states), run.precision),
             ((n_saves, run.n_saved_observables), run.precision),
             ((n_saves, n_counters if flags.counters else 0), np.int32),
             ((self.n_windows(duration), run.n_summary_slots), run.precision),
             ((run.system.n_states if flags.final_state else 0,), run.precision),
+            ((n_records, n_events), np.float64),
+            ((n_records, n_events * run.system.n_states), run.precision),
+            ((n_events,), np.int32),
             ((n_counters,), np.int32),
             ((), np.int32),
         )
+
+    def _event_shape(self) -> tuple[int, int]:
+        """(records, events) of the event outputs: the largest ``max_records``."""
+        events = self.single_integrator.settings.events
+        return (max((e.max_records for e in events), default=0), len(events))
 
     def _window_times(self, duration, t0, warmup) -> dict[str, np.ndarray]:
         start, end = window_bounds(duration, self.single_integrator.settings.output)

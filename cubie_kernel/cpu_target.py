@@ -64,14 +64,14 @@ N_FLAGS = {n_flags}
 
 @numba.njit(nogil=True, error_model="numpy", cache=True)
 def batch_task(initial_values, parameters, state_output, observable_output,
-               counter_output, summary_output, final_output, counters, status, t0,
-               duration, warmup, task, n_tasks):
+               counter_output, summary_output, final_output, event_times, event_states,
+               event_counts, counters, status, t0, duration, warmup, task, n_tasks):
     scratch = np.empty(N_SCRATCH, np.{precision})
     clock = np.zeros(N_CLOCK, np.float64)
     flags = np.zeros(N_FLAGS, np.int32)
     drive(initial_values, parameters, state_output, observable_output,
-          counter_output, summary_output, final_output, counters, status, t0,
-          duration, warmup, task, n_tasks,
+          counter_output, summary_output, final_output, event_times, event_states,
+          event_counts, counters, status, t0, duration, warmup, task, n_tasks,
           scratch[:N_SHARED], scratch[N_SHARED:], clock, flags)
 '''
 

@@ -58,7 +58,8 @@ def batch_kernel_function(driver, sizes: KernelSizes):
 
     def batch_kernel(
         initial_values, parameters, state_output, observable_output, counter_output,
-        summary_output, final_output, counters, status, t0, duration, warmup,
+        summary_output, final_output, event_times, event_states, event_counts, counters,
+        status, t0, duration, warmup,
     ):
         thread = cuda.threadIdx.x
         run = cuda.blockIdx.x * cuda.blockDim.x + thread
@@ -72,7 +73,8 @@ def batch_kernel_function(driver, sizes: KernelSizes):
         shared = dynamic_shared[thread * stride : thread * stride + n_shared]
         driver(
             initial_values, parameters, state_output, observable_output, counter_output,
-            summary_output, final_output, counters, status, t0, duration, warmup, run, n_runs,
+            summary_output, final_output, event_times, event_states, event_counts, counters,
+            status, t0, duration, warmup, run, n_runs,
             shared, persistent,
             clock, flags,
         )

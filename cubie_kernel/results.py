@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 import xarray as xr
@@ -17,7 +17,7 @@ from cubie_kernel.systems import ODESystem
 #: may not take them.
 RESERVED_NAMES = (
     "status", *COUNTER_NAMES, *(f"{name}_at_save" for name in COUNTER_NAMES), "run", "time",
-    "window", "window_start", "window_end",
+    "window", "window_start", "window_end", "record",
 )
 
 
@@ -59,6 +59,7 @@ def batch_dataset(
     coords: Mapping[str, np.ndarray],
     attrs: Mapping,
     declared: Output | None = None,
+    events: Sequence = (),
 ) -> xr.Dataset:
     """Build the result Dataset with one constructor call.
 
@@ -69,8 +70,11 @@ def batch_dataset(
     as coordinates ``window_start``/``window_end``), ``x_final(run)`` when
     final states are kept, ``status(run)`` as a CF flag variable, step
     counters per run, swept inputs as coordinates along ``run``, solver
-    settings in ``attrs``. ``declared`` is the run's :class:`Output`.
+    settings in ``attrs``. ``declared`` is the run's :class:`Output`,
+    ``events`` its :class:`~cubie_kernel.systems.events.Event` s
+    (:func:`event_variables`).
     """
+    declared_events = tuple(events)
     declared = Output() if declared is None else declared
     resolved = declared.resolve(system)
     data_vars = {}
@@ -100,6 +104,7 @@ def batch_dataset(
                 {**_COUNTER_ATTRS[name], "long_name": _COUNTER_ATTRS[name]["long_name"]
                  + " since the start of the run (warm-up included)"},
             )
+    data_vars.update(event_variables(system, declared_events, output))
     data_vars["status"] = (("run",), output.status, status_attrs())
     for i, name in enumerate(COUNTER_NAMES):
         data_vars[name] = (("run",), output.counters[i], _COUNTER_ATTRS[name])
@@ -115,11 +120,46 @@ def batch_dataset(
                 "window", getattr(output, f"window_{bound}"),
                 {**time_units, "long_name": f"{words} of the summary window"},
             )
+    if declared_events:
+        n_records = output.event_times.shape[0]
+        all_coords["record"] = (
+            "record", np.arange(n_records), {"long_name": "event record index"}
+        )
     for name, values in coords.items():
         all_coords[name] = ("run", values, input_attrs(system, name))
     return xr.Dataset(
         data_vars=data_vars, coords=all_coords, attrs={"Conventions": CONVENTIONS, **attrs}
     )
+
+
+def event_variables(system: ODESystem, events: Sequence, output: BatchOutput) -> dict:
+    """``<event>_time(run, record)``, ``<event>_<state>(run, record)`` and
+    ``<event>_count(run)`` for every event (views of the batch's arrays).
+
+    The ``record`` dim is as long as the largest ``max_records``; records
+    beyond a run's count (or the event's own ``max_records``) are NaN, and
+    the count includes crossings beyond ``max_records``.
+    """
+    out = {}
+    n = system.n_states
+    time_info = describe(system, "t", "time")
+    for e, event in enumerate(events):
+        records = output.event_times[:, e, :].T
+        what = f"crossing of event {event.name!r} ({event.condition}"
+        what += {1: ", rising)", -1: ", falling)", 0: ")"}[event.direction]
+        out[f"{event.name}_time"] = (
+            ("run", "record"), records, {**time_info, "long_name": f"time of the {what}"},
+        )
+        for k, state in enumerate(system.state_names):
+            info = describe(system, state, f"state {state}")
+            info["long_name"] = f"{info['long_name']} at the {what}"
+            values = output.event_states[:, e * n + k, :].T
+            out[f"{event.name}_{state}"] = (("run", "record"), values, info)
+        out[f"{event.name}_count"] = (
+            ("run",), output.event_counts[e],
+            {"long_name": f"number of {what}s (recorded or not)", "units": "1"},
+        )
+    return out
 
 
 def summary_variables(system: ODESystem, resolved, summaries: np.ndarray) -> dict:

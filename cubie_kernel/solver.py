@@ -262,6 +262,7 @@ class Solver:
             "duration": duration,
             "warmup": warmup,
             "max_steps": s.max_steps,
+            "events": ", ".join(e.name for e in s.events) or "none",
             "device_chunks": output.n_chunks,
             "kernel_seconds": output.kernel_seconds,
         }
@@ -278,7 +279,7 @@ class Solver:
         for name, value in self.system.default_parameters.items():
             if name not in batch.coords:
                 attrs[f"parameter_{name}"] = value
-        return batch_dataset(self.system, output, batch.coords, attrs, s.output)
+        return batch_dataset(self.system, output, batch.coords, attrs, s.output, s.events)
 
 
 def solve_ivp(

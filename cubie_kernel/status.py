@@ -20,13 +20,19 @@ import numpy as np
 
 
 class RunStatus(enum.IntFlag):
-    """Why a run stopped early (no bit set: success)."""
+    """Why a run stopped early (no bit set: success).
+
+    Every bit but ``TERMINATED_BY_EVENT`` is a failure (:data:`FAILURE_MASK`):
+    a run ended by a terminal event succeeded.
+    """
 
     MAX_STEPS_EXCEEDED = 1
     STEP_SIZE_TOO_SMALL = 2
     NONFINITE_STATE = 4
     NONLINEAR_SOLVER_FAILED = 8  # implicit stages: Newton diverged or did not converge
     LINEAR_SOLVER_FAILED = 16  # implicit steps: a singular or non-finite matrix
+    TOO_MANY_RESETS = 32  # events reset the state max_resets times (chattering)
+    TERMINATED_BY_EVENT = 64  # not a failure: a terminal event ended the run
 
     @property
     def message(self) -> str:
@@ -45,17 +51,29 @@ _MESSAGES = {
         "the linear system of an implicit step was singular or not finite (a non-finite "
         "Jacobian, or W = I / (h gamma) - J singular), and the step shrank until the run stopped"
     ),
+    RunStatus.TOO_MANY_RESETS: (
+        "event resets fired max_resets times (chattering, e.g. Zeno behaviour of a bouncing "
+        "ball coming to rest); raise max_resets or end the run with a terminal event"
+    ),
+    RunStatus.TERMINATED_BY_EVENT: "a terminal event ended the run (not a failure)",
 }
 
+#: Bits that say a run ended normally.
+SUCCESS_BITS = int(RunStatus.TERMINATED_BY_EVENT)
+
+#: Every known bit together.
+KNOWN_MASK = int(sum(int(m) for m in RunStatus))
+
 #: Every failure bit together.
-FAILURE_MASK = int(sum(int(m) for m in RunStatus))
+FAILURE_MASK = KNOWN_MASK & ~SUCCESS_BITS
 
 
 def status_attrs() -> dict:
     """CF attributes of the ``status`` variable.
 
-    ``success`` is ``(status & FAILURE_MASK) == 0``; each failure is
-    ``(status & bit) == bit``, in the CF combined masks-and-values form.
+    ``success`` is ``(status & FAILURE_MASK) == 0``; each bit (failures and
+    ``terminated_by_event``) is ``(status & bit) == bit``, in the CF combined
+    masks-and-values form.
     """
     meanings = ["success"] + [m.name.lower() for m in RunStatus]
     masks = [FAILURE_MASK] + [int(m) for m in RunStatus]
@@ -65,17 +83,23 @@ def status_attrs() -> dict:
         "flag_masks": np.array(masks, dtype=np.int32),
         "flag_values": np.array(values, dtype=np.int32),
         "flag_meanings": " ".join(meanings),
-        "comment": "0 is success; other values are ORed failure bits, see flag_meanings",
+        "comment": (
+            "0 is success; other values are ORed bits, see flag_meanings; every bit but "
+            "terminated_by_event is a failure"
+        ),
     }
 
 
 def decode_status(value: int) -> list[str]:
-    """Meanings of one status value, e.g. ``["nonfinite_state"]`` or ``["success"]``."""
+    """Meanings of one status value, e.g. ``["nonfinite_state"]``, ``["success"]``
+    or ``["success", "terminated_by_event"]``."""
     value = int(value)
-    if value & ~FAILURE_MASK:
-        raise ValueError(f"status {value} has bits outside the known flags ({FAILURE_MASK})")
+    if value & ~KNOWN_MASK:
+        raise ValueError(f"status {value} has bits outside the known flags ({KNOWN_MASK})")
     found = [m.name.lower() for m in RunStatus if value & int(m)]
-    return found or ["success"]
+    if not value & FAILURE_MASK:
+        found.insert(0, "success")
+    return found
 
 
 class RunFailedError(RuntimeError):

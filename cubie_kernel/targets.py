@@ -125,8 +125,10 @@ def batch_argument_types(precision) -> tuple:
     ``initial_values`` and ``parameters`` (variable, run), state and
     observable outputs (sample, variable, run), counter outputs (sample,
     counter, run, int32), summaries (window, slot, run), final states
-    (state, run), counters (counter, run) and status (run) (int32), then
-    ``t0``, ``duration``, ``warmup`` (float64).
+    (state, run), event times (record, event, run, float64), event states
+    (record, event * state, run), event counts (event, run, int32), counters
+    (counter, run) and status (run) (int32), then ``t0``, ``duration``,
+    ``warmup`` (float64).
     """
     import numba
 
@@ -134,7 +136,9 @@ def batch_argument_types(precision) -> tuple:
     i32 = numba.int32
     return (
         real[:, ::1], real[:, ::1], real[:, :, ::1], real[:, :, ::1],
-        i32[:, :, ::1], real[:, :, ::1], real[:, ::1], i32[:, ::1], i32[::1],
+        i32[:, :, ::1], real[:, :, ::1], real[:, ::1],
+        numba.float64[:, :, ::1], real[:, :, ::1], i32[:, ::1],
+        i32[:, ::1], i32[::1],
         numba.float64, numba.float64, numba.float64,
     )
 
@@ -186,9 +190,9 @@ class Target:
         """Compile the batch kernel around the common ``driver``.
 
         ``driver(initial_values, parameters, state_output, observable_output,
-        counter_output, summary_output, final_output, counters, status, t0,
-        duration, warmup, first_run, run_stride, shared, persistent, clock,
-        flags)`` runs the runs
+        counter_output, summary_output, final_output, event_times,
+        event_states, event_counts, counters, status, t0, duration, warmup,
+        first_run, run_stride, shared, persistent, clock, flags)`` runs the runs
         ``first_run, first_run + run_stride, ...`` through one block of
         lanes (:func:`cubie_kernel.integrators.loop.IVPLoop.build`).
         """

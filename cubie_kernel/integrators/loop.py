@@ -70,7 +70,8 @@ from cubie_kernel import targets
 from cubie_kernel.controllers import ControllerSettings
 from cubie_kernel.factory import CompiledFactory
 from cubie_kernel.integrators import run_state as rs
-from cubie_kernel.status import RunStatus
+from cubie_kernel.integrators.events import DEFAULT_MAX_RESETS
+from cubie_kernel.status import FAILURE_MASK, RunStatus
 from cubie_kernel.systems import ODESystem
 
 #: A fixed step within this relative slack of the remaining time is the
@@ -93,7 +94,9 @@ class LoopSettings:
     ``max_steps`` end adaptive runs that stall. ``dense``: samples come
     from the step's continuous extension instead of landing steps on them
     (adaptive methods with ``save_every``); ``final_state``: write each
-    run's last state to the final-state output.
+    run's last state to the final-state output; ``events``: the
+    :class:`~cubie_kernel.systems.events.Event` s located after each
+    accepted step, and ``max_resets`` the resets a run may take.
     """
 
     system: ODESystem
@@ -104,6 +107,8 @@ class LoopSettings:
     dt0: float | None = None
     dt_min: float = attrs.fields(ControllerSettings).dt_min.default
     max_steps: int = DEFAULT_MAX_STEPS
+    events: tuple = ()
+    max_resets: int = DEFAULT_MAX_RESETS
     precision: type = np.float64
     target: str = "cpu"
 
@@ -113,22 +118,26 @@ class IVPLoop(CompiledFactory):
 
     The device function is ``drive(initial_values, parameters,
     state_output, observable_output, counter_output, summary_output,
-    final_output, counters, status, t0, duration, warmup, first_run,
-    run_stride, shared, persistent, clock, flags)``: the batch's whole input
-    arrays ``(variable, run)``, output arrays ``(sample, variable, run)``,
-    summaries ``(window, slot, run)``, final states ``(state, run)``,
-    counters ``(counter, run)`` and status ``(run,)``; float64 times; the runs ``first_run, first_run +
+    final_output, event_times, event_states, event_counts, counters, status,
+    t0, duration, warmup, first_run, run_stride, shared, persistent, clock,
+    flags)``: the batch's whole input arrays ``(variable, run)``, output
+    arrays ``(sample, variable, run)``, summaries ``(window, slot, run)``,
+    final states ``(state, run)``, event records ``(record, event, run)``
+    (float64 times) and ``(record, event * state, run)``, event counts
+    ``(event, run)``, counters ``(counter, run)`` and status ``(run,)``; float64 times; the runs ``first_run, first_run +
     run_stride, ...`` go through this block's lanes; ``shared`` and
     ``persistent`` are the block's scratch regions and ``clock``/``flags``
     its per-run state (lane form). A target's batch kernel calls it once
     per block (:meth:`cubie_kernel.targets.Target.build_batch_kernel`).
     """
 
-    def __init__(self, settings: LoopSettings, step, controller, output, registry) -> None:
+    def __init__(self, settings: LoopSettings, step, controller, output, events,
+                 registry) -> None:
         super().__init__(settings)
         self.step = step
         self.controller = controller
         self.output = output
+        self.events = events
         self._registry = registry
         self.register_buffers()
 
@@ -137,6 +146,8 @@ class IVPLoop(CompiledFactory):
         return self._registry
 
     def dependencies(self):
+        if self.compile_settings.events:
+            return (self.step, self.controller, self.output, self.events)
         return (self.step, self.controller, self.output)
 
     @property
@@ -162,6 +173,8 @@ class IVPLoop(CompiledFactory):
             self._registry.register_child(self, self.step, "step")
         if "controller" not in children:
             self._registry.register_child(self, self.controller, "controller")
+        if "events" not in children:
+            self._registry.register_child(self, self.events, "events")
 
     def settings_changed(self, changed: set[str]) -> None:
         self.register_buffers()
@@ -201,9 +214,20 @@ class IVPLoop(CompiledFactory):
         if dense:
             interpolate = self.step.interpolate_function
             end_derivative = self.step.end_derivative_function
+        has_events = bool(s.events)
+        step_interpolant = has_events and self.events.interpolant == "step"
+        if dense or step_interpolant:
             alloc_dense = registry.get_allocator(
                 "dense_stages", self.step, s.target, precision
             )
+        if has_events:
+            event_shared, event_persistent = registry.get_child_allocators(
+                self, self.events, "events", s.target, precision
+            )
+            (event_start, event_check, event_locate, event_record, event_state_at,
+             event_reset, event_clear) = self.events.device_function
+            terminal = tuple(bool(e.terminal) for e in s.events)
+        max_resets = int(s.max_resets)
         first_step = self._build_first_step(backend, precision, lanes)
         jit = backend.device_jit
         n_states = s.system.n_states
@@ -226,6 +250,9 @@ class IVPLoop(CompiledFactory):
         save_initial = s.save_every is not None
         save_every = float(s.save_every) if save_initial else 0.0
         nonfinite = int(RunStatus.NONFINITE_STATE)
+        too_many_resets = int(RunStatus.TOO_MANY_RESETS)
+        terminated = int(RunStatus.TERMINATED_BY_EVENT)
+        failure_mask = int(FAILURE_MASK)
         too_small = int(RunStatus.STEP_SIZE_TOO_SMALL)
         too_many = int(RunStatus.MAX_STEPS_EXCEEDED)
         nan = precision(np.nan)
@@ -240,7 +267,10 @@ class IVPLoop(CompiledFactory):
             f * L for f in (rs.FIRST_STAGE, rs.AFTER_REJECT, rs.SAVE_INDEX, rs.LAST)
         )
         ACCEPT, EVENT, STEP_STATUS = rs.ACCEPT * L, rs.EVENT * L, rs.STEP_STATUS * L
+        N_RESETS, ACTED, T_EVENT = rs.N_RESETS * L, rs.ACTED * L, rs.T_EVENT * L
         NO_EVENT, LANDED, FAILED, SAMPLED = rs.NO_EVENT, rs.LANDED, rs.FAILED, rs.SAMPLED
+        TERMINATED = rs.TERMINATED
+        NOT_ACTED, RESET, ENDED, RESET_LIMIT = rs.NOT_ACTED, rs.RESET, rs.ENDED, rs.RESET_LIMIT
 
         def all_finite(state, j):
             for k in range(n_states):
@@ -320,8 +350,8 @@ class IVPLoop(CompiledFactory):
 
         def begin(run, j, initial_values, parameters, state, params, proposed, error,
                   derivative, clock, flags, control_s, control_p, state_output,
-                  observable_output, counter_output, summary_output, shared, persistent, t0,
-                  duration, warmup):
+                  observable_output, counter_output, summary_output, event_times,
+                  event_states, event_counts, shared, persistent, t0, duration, warmup):
             """Lane ``j`` takes ``run``; 1 when the run is over without a step."""
             flags[RUN + j] = run
             flags[STATUS + j] = 0
@@ -338,6 +368,12 @@ class IVPLoop(CompiledFactory):
             clock[T + j] = t0
             clock[T_PREV + j] = t0
             clock[T_SAMPLE + j] = inf
+            flags[N_RESETS + j] = 0
+            flags[ACTED + j] = NOT_ACTED
+            if has_events:
+                event_clear(run, event_times, event_states, event_counts)
+                event_start(state, params, t0, j, event_shared(shared, persistent),
+                            event_persistent(shared, persistent))
             h = dt
             if adaptive:
                 reset_controller(control_s, control_p, j)
@@ -361,7 +397,7 @@ class IVPLoop(CompiledFactory):
             counters[0, run] = flags[ACCEPTED + j]
             counters[1, run] = flags[REJECTED + j]
             status[run] = flags[STATUS + j]
-            if final_state and flags[STATUS + j] == 0:
+            if final_state and (flags[STATUS + j] & failure_mask) == 0:
                 for k in range(n_states):
                     final_output[k, run] = state[k * L + j]
             flags[RUN + j] = -1
@@ -371,7 +407,8 @@ class IVPLoop(CompiledFactory):
         def fill(j, next_run, run_stride, initial_values, parameters, state, params,
                  proposed, error, derivative, clock, flags, control_s, control_p,
                  state_output, observable_output, counter_output, summary_output, final_output,
-                 counters, status, shared, persistent, t0, duration, warmup):
+                 event_times, event_states, event_counts, counters, status, shared,
+                 persistent, t0, duration, warmup):
             """Lane ``j`` (empty) takes the next run that needs a step; returns the
             next run left. Runs that end without a step are finished on the way;
             with no run left the lane stays empty (``flags[RUN + j] == -1``)."""
@@ -380,8 +417,9 @@ class IVPLoop(CompiledFactory):
                 next_run += run_stride
                 if begin(run, j, initial_values, parameters, state, params, proposed, error,
                          derivative, clock, flags, control_s, control_p, state_output,
-                         observable_output, counter_output, summary_output, shared, persistent,
-                         t0, duration, warmup) == 0:
+                         observable_output, counter_output, summary_output, event_times,
+                         event_states, event_counts, shared, persistent, t0, duration,
+                         warmup) == 0:
                     break
                 finish(j, state, flags, counters, status, final_output)
             return next_run
@@ -477,25 +515,27 @@ class IVPLoop(CompiledFactory):
 
         settle = jit(settle, inline=True)
 
-        def take_passed(j, state, params, clock, flags, state_output, observable_output,
-                        counter_output, summary_output, shared, persistent, t_start, duration):
-            """Samples the last accepted step passed (dense output): from its
-            continuous extension, or the state itself at the step's end."""
+        def take_until(j, y_end, t_prev, t_new, t_limit, inclusive, params, clock, flags,
+                       state_output, observable_output, counter_output, summary_output,
+                       shared, persistent, t_start, duration):
+            """Samples an accepted step from ``t_prev`` to ``t_new`` (ending at
+            ``y_end``) passed, up to ``t_limit`` (included when ``inclusive``;
+            dense output): from its continuous extension, or ``y_end`` itself
+            at the step's end."""
             n_samples = state_output.shape[0]
-            t_new = clock[T + j]
-            t_prev = clock[T_PREV + j]
             index = np.int64(flags[SAVE_INDEX + j])
-            if index < 0 or clock[T_SAMPLE + j] > t_new:
+            if index < 0 or clock[T_SAMPLE + j] > t_limit:
                 return
             sample = alloc_sample(shared, persistent)
             stages = alloc_dense(step_shared(shared, persistent), step_persistent(shared, persistent))
             span = t_new - t_prev
             if clock[T_SAMPLE + j] < t_new:
-                end_derivative(state, params, t_new, stages, j)
-            while index < n_samples and clock[T_SAMPLE + j] <= t_new:
+                end_derivative(y_end, params, t_new, stages, j)
+            while index < n_samples and (clock[T_SAMPLE + j] < t_limit or (
+                    inclusive and clock[T_SAMPLE + j] == t_limit)):
                 when = clock[T_SAMPLE + j]
                 if when == t_new:
-                    write_sample(index, j, state, when, params, flags, state_output,
+                    write_sample(index, j, y_end, when, params, flags, state_output,
                                  observable_output, counter_output, summary_output, shared,
                                  persistent)
                 else:
@@ -511,7 +551,117 @@ class IVPLoop(CompiledFactory):
                     else inf
                 )
 
+        take_until = jit(take_until)
+
+        def take_passed(j, state, params, clock, flags, state_output, observable_output,
+                        counter_output, summary_output, shared, persistent, t_start, duration):
+            """Samples the last accepted step passed (dense output)."""
+            take_until(j, state, clock[T_PREV + j], clock[T + j], clock[T + j], True, params,
+                       clock, flags, state_output, observable_output, counter_output,
+                       summary_output, shared, persistent, t_start, duration)
+
         take_passed = jit(take_passed, inline=True)
+
+        def cross(j, state, proposed, params, clock, flags, state_output, observable_output,
+                  counter_output, summary_output, event_times, event_states, event_counts,
+                  shared, persistent, t_start, duration):
+            """Some event crossed in lane ``j``'s accepted step (before ``settle``).
+
+            Locates and records the crossings; when one acts (the first
+            terminal or resetting one), takes the samples before it (dense
+            output), cuts the step there (``proposed`` becomes the state at the
+            crossing, reset) and flags the lane (``acted``). Returns 1 when it
+            acted.
+            """
+            es = event_shared(shared, persistent)
+            ep = event_persistent(shared, persistent)
+            if step_interpolant:
+                stages = alloc_dense(step_shared(shared, persistent),
+                                     step_persistent(shared, persistent))
+            else:
+                stages = state  # unused by the Hermite interpolant
+            t_old = clock[T + j]
+            span = wide(step_type(clock[H_TRY + j]))
+            first, theta = event_locate(state, proposed, params, stages, t_old, span, j, es, ep)
+            limit = theta if first >= 0 else 1.0
+            counting = flags[SAVE_INDEX + j] >= 0  # not during the warm-up
+            event_record(flags[RUN + j], limit, counting, state, proposed, params, stages,
+                         t_old, span, event_times, event_states, event_counts, j, es, ep)
+            if first < 0:
+                return 0
+            t_event = t_old + theta * span
+            if dense:
+                take_until(j, proposed, t_old, t_old + span, t_event, False, params, clock,
+                           flags, state_output, observable_output, counter_output,
+                           summary_output, shared, persistent, t_start, duration)
+            event_state_at(theta, state, proposed, stages, span, proposed, j, es, ep)
+            if terminal[first]:
+                flags[ACTED + j] = ENDED
+            elif flags[N_RESETS + j] >= max_resets:
+                flags[ACTED + j] = RESET_LIMIT
+            else:
+                event_reset(first, proposed, params, t_event, j)
+                flags[N_RESETS + j] += 1
+                flags[ACTED + j] = RESET
+            event_start(proposed, params, t_event, j, es, ep)
+            clock[H_TRY + j] = t_event - t_old
+            clock[T_EVENT + j] = t_event
+            if theta < 1.0:
+                flags[LAST + j] = 0
+            return 1
+
+        cross = jit(cross)
+
+        def detect(state, proposed, params, clock, flags, state_output, observable_output,
+                   counter_output, summary_output, event_times, event_states, event_counts,
+                   shared, persistent, t_start, duration):
+            """Check every lane's accepted step for crossings; returns the lanes an
+            event acted on."""
+            es = event_shared(shared, persistent)
+            ep = event_persistent(shared, persistent)
+            acted = 0
+            for j in range(L):
+                if flags[RUN + j] < 0:
+                    continue
+                if adaptive and flags[ACCEPT + j] == 0:
+                    continue
+                t_new = clock[T + j] + wide(step_type(clock[H_TRY + j]))
+                if event_check(proposed, params, t_new, j, es, ep) == 0:
+                    continue
+                acted += cross(j, state, proposed, params, clock, flags, state_output,
+                               observable_output, counter_output, summary_output, event_times,
+                               event_states, event_counts, shared, persistent, t_start,
+                               duration)
+            return acted
+
+        detect = jit(detect)
+
+        def after_event(j, clock, flags, control_s, control_p):
+            """Lane ``j``'s settled step was cut by an event: the run's time is the
+            event's, the next step starts afresh (no first-same-as-last stage, a
+            fresh controller history), and the lane's event is what the cut
+            step calls for."""
+            acted = flags[ACTED + j]
+            flags[ACTED + j] = NOT_ACTED
+            if flags[EVENT + j] == FAILED:
+                return
+            t_event = clock[T_EVENT + j]
+            clock[T + j] = t_event
+            flags[FIRST + j] = 0
+            if adaptive:
+                reset_controller(control_s, control_p, j)
+            if acted == RESET_LIMIT:
+                flags[STATUS + j] |= too_many_resets
+                flags[EVENT + j] = FAILED
+            elif acted == ENDED:
+                flags[STATUS + j] |= terminated
+                flags[EVENT + j] = TERMINATED
+            elif flags[EVENT + j] != LANDED:
+                due = dense and clock[T_SAMPLE + j] <= t_event
+                flags[EVENT + j] = SAMPLED if due else NO_EVENT
+            prepare_lane(clock, flags, j)
+
+        after_event = jit(after_event)
 
         def handle_event(j, state, params, clock, flags, state_output, observable_output,
                          counter_output, summary_output, final_output, shared, persistent,
@@ -521,7 +671,23 @@ class IVPLoop(CompiledFactory):
             if event != FAILED:
                 if not all_finite(state, j):
                     flags[STATUS + j] |= nonfinite
-                if flags[STATUS + j] == 0:
+                if (flags[STATUS + j] & failure_mask) == 0:
+                    if event == TERMINATED:  # the sample at the event's time, if due
+                        if dense:
+                            take_passed(j, state, params, clock, flags, state_output,
+                                        observable_output, counter_output, summary_output,
+                                        shared, persistent, t_start, duration)
+                        else:
+                            index = np.int64(flags[SAVE_INDEX + j])
+                            if index >= 0 and clock[T_END + j] == clock[T + j]:
+                                write_sample(index, j, state, clock[T + j], params, flags,
+                                             state_output, observable_output,
+                                             counter_output, summary_output, shared,
+                                             persistent)
+                                flags[SAVE_INDEX + j] = index + 1
+                        fail_rows(j, clock, flags, state_output, observable_output,
+                                  counter_output, summary_output, final_output)
+                        return 1
                     if dense:
                         take_passed(j, state, params, clock, flags, state_output,
                                     observable_output, counter_output, summary_output, shared,
@@ -549,8 +715,9 @@ class IVPLoop(CompiledFactory):
         handle_event = jit(handle_event)
 
         def drive(initial_values, parameters, state_output, observable_output, counter_output,
-                  summary_output, final_output, counters, status, t0, duration, warmup,
-                  first_run, run_stride, shared, persistent, clock, flags):
+                  summary_output, final_output, event_times, event_states, event_counts,
+                  counters, status, t0, duration, warmup, first_run, run_stride, shared,
+                  persistent, clock, flags):
             state = alloc_state(shared, persistent)
             proposed = alloc_proposed(shared, persistent)
             error = alloc_error(shared, persistent)
@@ -568,14 +735,16 @@ class IVPLoop(CompiledFactory):
                 flags[RUN + j] = -1
                 flags[FIRST + j] = 0
                 flags[STEP_STATUS + j] = 0
+                flags[ACTED + j] = NOT_ACTED
                 clock[T + j] = t0
                 clock[H_TRY + j] = 0.0
             for j in range(L):
                 next_run = fill(j, next_run, run_stride, initial_values, parameters, state,
                                 params, proposed, error, derivative, clock, flags, control_s,
                                 control_p, state_output, observable_output, counter_output,
-                                summary_output, final_output, counters, status, shared,
-                                persistent, t0, duration, warmup)
+                                summary_output, final_output, event_times, event_states,
+                                event_counts, counters, status, shared, persistent, t0,
+                                duration, warmup)
                 active += 1 if flags[RUN + j] >= 0 else 0
             prepare(clock, flags)
             while active > 0:
@@ -586,7 +755,20 @@ class IVPLoop(CompiledFactory):
                     control(clock[H_TRY : H_TRY + L], flags[LAST : LAST + L], state, proposed,
                             error, flags[ACCEPT : ACCEPT + L], clock[H_NEXT : H_NEXT + L],
                             control_s, control_p)
-                if settle(state, proposed, clock, flags) == 0:
+                acted = 0
+                if has_events:
+                    acted = detect(state, proposed, params, clock, flags, state_output,
+                                   observable_output, counter_output, summary_output,
+                                   event_times, event_states, event_counts, shared, persistent,
+                                   t_start, duration)
+                events = settle(state, proposed, clock, flags)
+                if has_events and acted > 0:
+                    events = 0
+                    for j in range(L):
+                        if flags[ACTED + j] != NOT_ACTED:
+                            after_event(j, clock, flags, control_s, control_p)
+                        events += 1 if flags[EVENT + j] != NO_EVENT else 0
+                if events == 0:
                     continue
                 for j in range(L):
                     if flags[EVENT + j] == NO_EVENT:
@@ -600,8 +782,9 @@ class IVPLoop(CompiledFactory):
                     next_run = fill(j, next_run, run_stride, initial_values, parameters,
                                     state, params, proposed, error, derivative, clock, flags,
                                     control_s, control_p, state_output, observable_output,
-                                    counter_output, summary_output, final_output, counters,
-                                    status, shared, persistent, t0, duration, warmup)
+                                    counter_output, summary_output, final_output, event_times,
+                                    event_states, event_counts, counters, status, shared,
+                                    persistent, t0, duration, warmup)
                     active += 0 if flags[RUN + j] >= 0 else -1
                     prepare_lane(clock, flags, j)  # the new run's first attempt, or none
 

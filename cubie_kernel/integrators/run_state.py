@@ -11,8 +11,9 @@ lockstep (cpu) with the same device functions:
     next sample time with fixed steps; the end of the warm-up or of the run
     with dense output), ``h`` the step to try next, ``h_try`` the step being
     attempted (clamped to ``t_end``) and ``h_next`` the controller's
-    proposal after it, ``t_sample`` the next sample time (dense output) and
-    ``t_prev`` the start of the last accepted step (dense output). Steps of
+    proposal after it, ``t_sample`` the next sample time (dense output),
+    ``t_prev`` the start of the last accepted step (dense output) and
+    ``t_event`` the time an event cut the last step at. Steps of
     adaptive runs hold values of the run's precision (exact in float64).
 ``flags`` (int32)
     ``run`` the run a lane holds (-1: none), ``status`` its
@@ -25,8 +26,9 @@ lockstep (cpu) with the same device functions:
     set by implicit steps, ORed into ``status`` if the run then stops),
     ``after_reject`` (the last attempt was rejected), ``save_index`` (the
     next sample to take; -1 during the warm-up), ``last`` (this attempt
-    lands on ``t_end``), ``accept`` (the controller's verdict) and ``event``
-    (what the settled attempt calls for).
+    lands on ``t_end``), ``accept`` (the controller's verdict), ``event``
+    (what the settled attempt calls for), ``n_resets`` (event resets so
+    far) and ``acted`` (what an event did to the last step).
 
 The step-size controller's history is a registered buffer of the
 controller (``history``), in the same lane form; later method families
@@ -39,20 +41,25 @@ from __future__ import annotations
 import numpy as np
 
 #: float64 fields, in order.
-CLOCK_FIELDS = ("t", "t_end", "h", "h_try", "h_next", "t_sample", "t_prev")
+CLOCK_FIELDS = ("t", "t_end", "h", "h_try", "h_next", "t_sample", "t_prev", "t_event")
 #: int32 fields, in order.
 FLAG_FIELDS = (
     "run", "status", "n_accepted", "n_rejected", "first_stage", "after_reject",
-    "save_index", "last", "accept", "event", "step_status",
+    "save_index", "last", "accept", "event", "step_status", "n_resets", "acted",
 )
 
-T, T_END, H, H_TRY, H_NEXT, T_SAMPLE, T_PREV = range(len(CLOCK_FIELDS))
+T, T_END, H, H_TRY, H_NEXT, T_SAMPLE, T_PREV, T_EVENT = range(len(CLOCK_FIELDS))
 (RUN, STATUS, N_ACCEPTED, N_REJECTED, FIRST_STAGE, AFTER_REJECT, SAVE_INDEX, LAST, ACCEPT,
- EVENT, STEP_STATUS) = range(len(FLAG_FIELDS))
+ EVENT, STEP_STATUS, N_RESETS, ACTED) = range(len(FLAG_FIELDS))
 
 #: ``event`` values: what the lane's last attempt calls for (SAMPLED: an
-#: accepted step passed the next sample time).
-NO_EVENT, LANDED, FAILED, SAMPLED = 0, 1, 2, 3
+#: accepted step passed the next sample time; TERMINATED: a terminal event
+#: ended the run).
+NO_EVENT, LANDED, FAILED, SAMPLED, TERMINATED = 0, 1, 2, 3, 4
+
+#: ``acted`` values: what an event did to the lane's last step (cut at a
+#: reset, cut at a terminal event, or the reset cap was reached).
+NOT_ACTED, RESET, ENDED, RESET_LIMIT = 0, 1, 2, 3
 
 CLOCK_DTYPE = np.float64
 FLAGS_DTYPE = np.int32

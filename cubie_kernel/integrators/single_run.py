@@ -23,10 +23,17 @@ from cubie_kernel.controllers import (
     default_controller_for,
     make_controller,
 )
+from cubie_kernel.integrators.events import (
+    DEFAULT_MAX_RESETS,
+    EventFunctions,
+    EventSettings,
+    theta_tolerance,
+)
 from cubie_kernel.integrators.loop import DEFAULT_MAX_STEPS, IVPLoop, LoopSettings
 from cubie_kernel.outputs import Output, OutputFunctions, OutputSettings
 from cubie_kernel.precision import check_precision
 from cubie_kernel.systems import ODESystem
+from cubie_kernel.systems.events import Event, as_events, parse_events
 
 #: ControllerSettings fields a run takes from elsewhere (its system, method, precision, target).
 _CONTROLLER_CONTEXT = ("n_states", "error_order", "precision", "target")
@@ -48,7 +55,8 @@ OUTPUT_SHORTHANDS = {
 
 #: Settings a SingleIntegratorRun accepts through ``update``.
 SETTINGS = (
-    "method", "controller", "dt", "dt0", "output", "max_steps", "precision", "target",
+    "method", "controller", "dt", "dt0", "output", "max_steps", "events", "max_resets",
+    "precision", "target",
     *OUTPUT_SHORTHANDS,
 ) + CONTROLLER_SETTINGS
 
@@ -117,6 +125,8 @@ class _RunSettings:
     dt0: float | None = None
     output: Output = attrs.field(default=Output(), converter=Output.from_dict)
     max_steps: int = DEFAULT_MAX_STEPS
+    events: tuple[Event, ...] = attrs.field(default=(), converter=as_events)
+    max_resets: int = DEFAULT_MAX_RESETS
     precision: type = np.float64
     target: str = "cpu"
 
@@ -134,6 +144,25 @@ class _RunSettings:
             self.controller_name != "fixed"
             and self.save_every is not None
             and get_tableau(self.method).dense_output
+        )
+
+    @property
+    def step_dense(self) -> bool:
+        """The step keeps its continuous extension: for dense output, and for
+        locating events (methods with an accurate one; the others use a
+        cubic Hermite interpolant)."""
+        return self.dense_output or (bool(self.events) and get_tableau(self.method).dense_output)
+
+    def event_settings(self) -> EventSettings:
+        adaptive = self.controller_name != "fixed"
+        rtol = self.controller_settings().rtol if adaptive else None
+        return EventSettings(
+            system=self.system,
+            events=self.events,
+            interpolant="step" if self.step_dense else "hermite",
+            theta_tolerance=theta_tolerance(self.precision, rtol),
+            precision=self.precision,
+            target=self.target,
         )
 
     def __attrs_post_init__(self):
@@ -167,6 +196,12 @@ class _RunSettings:
         steps = self.max_steps
         if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
             raise ValueError(f"max_steps must be an int >= 1, got {steps!r}")
+        resets = self.max_resets
+        if isinstance(resets, bool) or not isinstance(resets, (int, np.integer)) or not (
+            0 <= resets < 2**31
+        ):
+            raise ValueError(f"max_resets must be an int >= 0, got {resets!r}")
+        parse_events(self.events, self.system)  # names and expressions the system lacks
         self.controller_settings()  # validates tolerances and tuning
 
     @property
@@ -204,6 +239,8 @@ class _RunSettings:
             dt0=None if self.dt0 is None else float(self.dt0),
             dt_min=float(self.dt_min),
             max_steps=int(self.max_steps),
+            events=self.events,
+            max_resets=int(self.max_resets),
             precision=self.precision,
             target=self.target,
         )
@@ -255,8 +292,9 @@ class SingleIntegratorRun:
         self.registry = registry
         self.step = make_step(
             get_tableau(settings.method), settings.system, registry, settings.precision,
-            settings.target, settings.dense_output, settings.tolerances,
+            settings.target, settings.step_dense, settings.tolerances,
         )
+        self.events = EventFunctions(settings.event_settings(), self.step, registry)
         self.controller = make_controller(
             settings.controller_name, settings.controller_settings(), registry
         )
@@ -270,7 +308,8 @@ class SingleIntegratorRun:
             registry,
         )
         self.loop = IVPLoop(
-            settings.loop_settings(), self.step, self.controller, self.output, registry
+            settings.loop_settings(), self.step, self.controller, self.output, self.events,
+            registry,
         )
         registry.register_child(self, self.loop, "loop")
 
@@ -294,9 +333,11 @@ class SingleIntegratorRun:
             self._replace_step(new)
         else:
             self.step.update_compile_settings(step_settings(
-                tableau, new.system, new.precision, new.target, new.dense_output,
+                tableau, new.system, new.precision, new.target, new.step_dense,
                 new.tolerances,
             ))
+        self.events.step = self.step
+        self.events.update_compile_settings(attrs.asdict(new.event_settings(), recurse=False))
         if new.controller_name != old.controller_name:
             self._replace_controller(new)
         else:
@@ -319,7 +360,7 @@ class SingleIntegratorRun:
         self.registry.clear(self.step)
         self.step = make_step(
             get_tableau(settings.method), settings.system, self.registry, settings.precision,
-            settings.target, settings.dense_output, settings.tolerances,
+            settings.target, settings.step_dense, settings.tolerances,
         )
         self.loop.step = self.step
         self.registry.replace_child(self.loop, "step", self.step)

@@ -1,0 +1,339 @@
+"""Event location on the device: zero crossings found on each step's interpolant.
+
+The loop (:mod:`cubie_kernel.integrators.loop`) asks, after every accepted
+step from ``t_old`` to ``t_new = t_old + span``, whether an event's
+condition ``g`` changed sign (in its direction) between the step's ends
+(:func:`check`); only then is anything located. The crossing is found by
+root finding on ``g(y(theta))``, ``theta`` in ``(0, 1]``, where ``y`` is the
+step's own continuous extension (methods with dense output) or the cubic
+Hermite interpolant through both ends and their derivatives (every other
+method, fixed steps included), so steps are never shortened to find
+events. The root finder is the Illinois variant of regula falsi, stopped
+when the bracket is narrower than ``theta_tolerance`` (tied to the step's
+relative tolerance, see :func:`theta_tolerance`); it returns the bracket's
+end on the far side of the crossing, so a state taken there has crossed
+and a reset there does not fire the same crossing again.
+
+Crossings are counted and recorded (time and state) per event, in time
+order within a step: an event that acts (terminal, or with a reset) at
+``theta_a`` discards the rest of the step, and crossings of other events
+after ``theta_a`` are not counted (they are found again, if they still
+happen, after the reset).
+
+Buffers (registered under the loop's ``events`` child, persistent, sizes
+in elements): ``event_values`` (g at the run's current state), ``event_trial``
+(g at the step's end), ``event_probe`` (g inside the root finder),
+``event_theta`` (each event's crossing in this step, 2 when none), each
+``n_events``; ``event_state`` (``n_states``, an interpolated state) and
+``event_slopes`` (``2 n_states`` for the Hermite interpolant, else 0).
+"""
+
+from __future__ import annotations
+
+import attrs
+import numpy as np
+
+from cubie_kernel import targets
+from cubie_kernel.factory import CompiledFactory
+from cubie_kernel.systems import ODESystem
+from cubie_kernel.systems.events import Event, event_functions
+
+#: Interpolants a step's crossings are located on.
+INTERPOLANTS = ("step", "hermite")
+
+#: Most root-finder iterations per crossing (Illinois converges superlinearly:
+#: about 6-10 are used at the tightest tolerance).
+MAX_ITERATIONS = 60
+
+#: Default cap on resets per run (terminal events and records do not count).
+DEFAULT_MAX_RESETS = 10_000
+
+#: ``theta`` of an event that did not cross in this step.
+NO_CROSSING = 2.0
+
+
+def theta_tolerance(precision: type, rtol=None) -> float:
+    """Width of the root finder's final bracket, as a fraction of the step.
+
+    ``1e-3 * min(rtol)`` (the interpolant is only as accurate as the step,
+    so locating beyond it buys nothing), never below 4 ulp of 1 in the
+    run's precision; 4 ulp without a tolerance (fixed steps).
+    """
+    floor = 4.0 * float(np.finfo(precision).eps)
+    if rtol is None:
+        return floor
+    return max(floor, 1e-3 * float(np.min(rtol)))
+
+
+@attrs.frozen
+class EventSettings:
+    """Compile-time settings of event location."""
+
+    system: ODESystem
+    events: tuple[Event, ...]
+    interpolant: str = "hermite"
+    theta_tolerance: float = 1e-12
+    precision: type = np.float64
+    target: str = "cpu"
+
+    def __attrs_post_init__(self):
+        if self.interpolant not in INTERPOLANTS:
+            raise ValueError(
+                f"interpolant must be one of {INTERPOLANTS}, got {self.interpolant!r}"
+            )
+
+
+class EventFunctions(CompiledFactory):
+    """Factory of the device functions that find, record and act on crossings.
+
+    ``device_function`` is a tuple ``(start, check, locate, record,
+    state_at, reset)``, each per lane ``j`` (see :meth:`build`); ``es`` and
+    ``ep`` in their signatures are this factory's shared and persistent
+    regions (the loop's child allocators), ``stages`` the step's
+    ``dense_stages`` (unused by the Hermite interpolant).
+    """
+
+    def __init__(self, settings: EventSettings, step, registry) -> None:
+        super().__init__(settings)
+        self.step = step
+        self._registry = registry
+        self.register_buffers()
+
+    @property
+    def registry(self):
+        return self._registry
+
+    def dependencies(self):
+        return (self.step,) if self.compile_settings.interpolant == "step" else ()
+
+    @property
+    def n_events(self) -> int:
+        return len(self.compile_settings.events)
+
+    def register_buffers(self) -> None:
+        s = self.compile_settings
+        n, m = s.system.n_states, len(s.events)
+        for name in ("event_values", "event_trial", "event_probe", "event_theta"):
+            self._registry.register(name, self, m, persistent=True)
+        self._registry.register("event_state", self, n if m else 0, persistent=True)
+        hermite = m and s.interpolant == "hermite"
+        self._registry.register("event_slopes", self, 2 * n if hermite else 0, persistent=True)
+
+    def settings_changed(self, changed: set[str]) -> None:
+        self.register_buffers()
+
+    def build(self):
+        s = self.compile_settings
+        backend = targets.get_target(s.target)
+        precision = np.dtype(s.precision).type
+        L = backend.lanes(precision)
+        jit = backend.device_jit
+        registry = self._registry
+
+        def allocator(name):
+            return registry.get_allocator(name, self, s.target, precision)
+
+        alloc_values = allocator("event_values")
+        alloc_trial = allocator("event_trial")
+        alloc_probe = allocator("event_probe")
+        alloc_theta = allocator("event_theta")
+        alloc_state = allocator("event_state")
+        alloc_slopes = allocator("event_slopes")
+        n_states = s.system.n_states
+        n_events = len(s.events)
+        generated = event_functions(s.system, s.events, precision)
+        values_of = jit(generated["event_values_lane"])
+        reset_of = jit(generated["event_reset_lane"])
+        directions = tuple(int(e.direction) for e in s.events)
+        acting = tuple(bool(e.acts) for e in s.events)
+        max_records = tuple(int(e.max_records) for e in s.events)
+        hermite = s.interpolant == "hermite"
+        if hermite:
+            dxdt = jit(s.system.lane_functions(precision)["dxdt_lane"])
+            interpolate = None
+            end_derivative = None
+        else:
+            dxdt = None
+            interpolate = self.step.interpolate_function
+            end_derivative = self.step.end_derivative_function
+        tolerance = float(s.theta_tolerance)
+        zero, one = precision(0.0), precision(1.0)
+        two, three = precision(2.0), precision(3.0)
+        nan = np.nan
+        no_crossing = NO_CROSSING
+
+        def crossed(before, after, direction):
+            if direction > 0:
+                return before < zero and after >= zero
+            if direction < 0:
+                return before > zero and after <= zero
+            return (before < zero and after >= zero) or (before > zero and after <= zero)
+
+        crossed = jit(crossed, inline=True)
+
+        def start(state, params, t, j, es, ep):
+            """g at the run's current state becomes the reference of the next step."""
+            values_of(state, params, precision(t), alloc_values(es, ep), j, L)
+
+        start = jit(start)
+
+        def check(proposed, params, t_new, j, es, ep):
+            """g at the step's end; 1 when some event crossed, else 0 (and it becomes
+            the reference of the next step)."""
+            values = alloc_values(es, ep)
+            trial = alloc_trial(es, ep)
+            values_of(proposed, params, precision(t_new), trial, j, L)
+            found = 0
+            for e in range(n_events):
+                if crossed(values[e * L + j], trial[e * L + j], directions[e]):
+                    found = 1
+            if found == 0:
+                for e in range(n_events):
+                    values[e * L + j] = trial[e * L + j]
+            return found
+
+        check = jit(check, inline=True)
+
+        def state_at(theta, state, proposed, stages, span, out, j, es, ep):
+            """The interpolated state at ``t_old + theta * span`` into ``out`` (lane form)."""
+            if hermite:
+                slopes = alloc_slopes(es, ep)
+                th = precision(theta)
+                th2 = th * th
+                th3 = th2 * th
+                h00 = two * th3 - three * th2 + one
+                h10 = th3 - two * th2 + th
+                h01 = three * th2 - two * th3
+                h11 = th3 - th2
+                h = precision(span)
+                for k in range(n_states):
+                    out[k * L + j] = (
+                        h00 * state[k * L + j] + h01 * proposed[k * L + j]
+                        + h * (h10 * slopes[k * L + j] + h11 * slopes[(n_states + k) * L + j])
+                    )
+            else:
+                interpolate(stages, precision(span), precision(theta), out, j)
+
+        state_at = jit(state_at)
+
+        def g_at(e, theta, state, proposed, params, stages, t_old, span, j, es, ep):
+            point = alloc_state(es, ep)
+            probe = alloc_probe(es, ep)
+            state_at(theta, state, proposed, stages, span, point, j, es, ep)
+            values_of(point, params, precision(t_old + theta * span), probe, j, L)
+            return probe[e * L + j]
+
+        g_at = jit(g_at)
+
+        def find_root(e, before, after, state, proposed, params, stages, t_old, span, j, es,
+                      ep):
+            """theta of event ``e``'s crossing: the far end of the final bracket."""
+            a, b = 0.0, 1.0
+            ga, gb = float(before), float(after)
+            side = 0
+            for _ in range(MAX_ITERATIONS):
+                if b - a <= tolerance or gb == 0.0:
+                    break
+                c = b - gb * (b - a) / (gb - ga)
+                if not (a < c < b):
+                    c = 0.5 * (a + b)
+                gc = float(g_at(e, c, state, proposed, params, stages, t_old, span, j, es, ep))
+                if gc == 0.0:
+                    b, gb = c, gc
+                    break
+                if (gc > 0.0) == (gb > 0.0):
+                    b, gb = c, gc
+                    if side == -1:
+                        ga *= 0.5
+                    side = -1
+                else:
+                    a, ga = c, gc
+                    if side == 1:
+                        gb *= 0.5
+                    side = 1
+            return b
+
+        find_root = jit(find_root)
+
+        def locate(state, proposed, params, stages, t_old, span, j, es, ep):
+            """Locate every crossing of the step (``state`` -> ``proposed``).
+
+            Each event's theta goes to ``event_theta`` (2 when it did not
+            cross); returns the acting event that crosses first (-1: none)
+            and its theta.
+            """
+            values = alloc_values(es, ep)
+            trial = alloc_trial(es, ep)
+            thetas = alloc_theta(es, ep)
+            if hermite:
+                slopes = alloc_slopes(es, ep)
+                dxdt(state, params, precision(t_old), slopes, j, L)
+                dxdt(proposed, params, precision(t_old + span), slopes[n_states * L:], j, L)
+            else:
+                end_derivative(proposed, params, precision(t_old + span), stages, j)
+            first = -1
+            first_theta = no_crossing
+            for e in range(n_events):
+                before = values[e * L + j]
+                after = trial[e * L + j]
+                theta = no_crossing
+                if crossed(before, after, directions[e]):
+                    theta = find_root(e, before, after, state, proposed, params, stages,
+                                      t_old, span, j, es, ep)
+                    if acting[e] and theta < first_theta:
+                        first, first_theta = e, theta
+                thetas[e * L + j] = theta
+            return first, first_theta
+
+        locate = jit(locate)
+
+        def record(run, limit, counting, state, proposed, params, stages, t_old, span,
+                   event_times, event_states, event_counts, j, es, ep):
+            """Count (and record, up to each event's ``max_records``) the crossings
+            at ``theta <= limit``; the others of an unacted step become the next
+            step's reference. Returns the number counted."""
+            thetas = alloc_theta(es, ep)
+            values = alloc_values(es, ep)
+            trial = alloc_trial(es, ep)
+            point = alloc_state(es, ep)
+            counted = 0
+            for e in range(n_events):
+                values[e * L + j] = trial[e * L + j]
+                theta = thetas[e * L + j]
+                if theta > limit or not counting:
+                    continue
+                index = event_counts[e, run]
+                event_counts[e, run] = index + 1
+                counted += 1
+                if index < max_records[e]:
+                    event_times[index, e, run] = t_old + theta * span
+                    state_at(theta, state, proposed, stages, span, point, j, es, ep)
+                    for k in range(n_states):
+                        event_states[index, e * n_states + k, run] = point[k * L + j]
+            return counted
+
+        record = jit(record)
+
+        def reset(which, state, params, t, j):
+            reset_of(which, state, params, precision(t), j, L)
+
+        reset = jit(reset)
+
+        def clear(run, event_times, event_states, event_counts):
+            """A new run's records: none yet (NaN) and zero counts."""
+            for e in range(event_counts.shape[0]):
+                event_counts[e, run] = 0
+            for r in range(event_times.shape[0]):
+                for e in range(event_times.shape[1]):
+                    event_times[r, e, run] = nan
+                for k in range(event_states.shape[1]):
+                    event_states[r, k, run] = nan
+
+        clear = jit(clear)
+
+        return start, check, locate, record, state_at, reset, clear
+
+    @property
+    def interpolant(self) -> str:
+        """``"step"`` (the step's continuous extension) or ``"hermite"``."""
+        return self.compile_settings.interpolant

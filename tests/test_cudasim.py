@@ -85,7 +85,8 @@ def test_dense_output_and_summaries_match_cpu(precision):
         method="dormand_prince_54", rtol=1e-5, atol=1e-7, output=output, precision=precision,
     )
     cpu, cuda = results["cpu"], results["cuda"]
-    assert cpu.attrs["saving"] == "dense output"
+    assert (cpu.bounce_count.values >= 2).all() and (cpu.apex_count.values >= 1).all()
+    assert (cpu.status.values == int(RunStatus.TERMINATED_BY_EVENT)).all()
     for name in cpu.data_vars:
         np.testing.assert_array_equal(cpu[name].values, cuda[name].values, err_msg=name)
 
@@ -124,3 +125,32 @@ def test_esdirk_with_dense_output_matches_cpu():
         np.testing.assert_array_equal(result[name].values, reference[name].values,
                                       err_msg=name)
     np.testing.assert_array_equal(result.status, 0)
+
+
+@pytest.mark.parametrize("method, step", [("rk45", {"rtol": 1e-8, "atol": 1e-10}),
+                                          ("rk4", {"dt": 0.01})])
+def test_events_match_cpu(method, step):
+    """Bounces (a reset, the step's interpolant or Hermite's) and a terminal
+    event on the simulator, bit for bit with the cpu target."""
+    from cubie_kernel.status import RunStatus
+    from cubie_kernel.systems import ODESystem
+    from cubie_kernel.systems.events import Event
+
+    ball = ODESystem(["dy = v", "dv = -9.81"], states={"y": 1.0, "v": 0.0},
+                     parameters={"e": 0.8}, name="ball")
+    events = [Event("bounce", "y", direction=-1, reset=["v = -e*v"], max_records=4),
+              Event("apex", "v", direction=-1, max_records=4),
+              Event("stop", "t - 0.1 * e - 1.3", terminal=True)]
+    if method == "rk45":
+        step = {**step, "dt_max": 0.02}  # every flight spans several steps
+    results = both_targets(
+        ball, {"initial_values": {"y": [1.0, 1.5]}, "parameters": {"e": [0.8, 0.5]},
+               "duration": 2.0},
+        method=method, events=events, output={"save_every": 0.25, "final_state": True},
+        **step,
+    )
+    cpu, cuda = results["cpu"], results["cuda"]
+    assert (cpu.bounce_count.values >= 2).all() and (cpu.apex_count.values >= 1).all()
+    assert (cpu.status.values == int(RunStatus.TERMINATED_BY_EVENT)).all()
+    for name in cpu.data_vars:
+        np.testing.assert_array_equal(cpu[name].values, cuda[name].values, err_msg=name)

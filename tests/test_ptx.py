@@ -254,3 +254,27 @@ def test_summary_metrics_and_dense_output_compile(method, precision):
     if precision == np.float32:
         # time, window and sample arithmetic only; the metrics stay float32
         assert f64_arithmetic(ptx) <= 2 * F64_TIME_BUDGET, f64_arithmetic(ptx)
+
+
+#: Events of every kind: recorded only, with a reset, terminal.
+EVENTS = [
+    {"name": "section", "condition": "z - 27", "direction": 1, "max_records": 8},
+    {"name": "kick", "condition": "x - 30", "direction": 1, "reset": ["x = 0", "y = -y"]},
+    {"name": "stop", "condition": "z - 60", "terminal": True},
+]
+
+
+@pytest.mark.parametrize("precision", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("method", ["dormand_prince_54", "rk4", "rodas4"])
+def test_event_kernels_compile(method, precision):
+    """Events on the step's interpolant with dense saving (DP5; Rodas4's, with a
+    Jacobian), and on the Hermite interpolant with landing fixed steps (RK4)."""
+    step = {"dt": 1e-3} if method == "rk4" else {"rtol": 1e-6, "atol": 1e-8}
+    kernel = cuda_kernel(lorenz(), method=method, precision=precision,
+                         events=EVENTS, output={"save_every": 0.1, "final_state": True},
+                         **step)
+    ptx = kernel.ptx((9, 0))
+    assemble(ptx, (9, 0))
+    if precision == np.float32:
+        # the root finder works in float32; event times (t_old + theta * span) are float64
+        assert f64_arithmetic(ptx) <= 2 * F64_TIME_BUDGET, f64_arithmetic(ptx)

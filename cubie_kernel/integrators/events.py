@@ -156,8 +156,8 @@ class EventFunctions(CompiledFactory):
             dxdt = None
             interpolate = self.step.interpolate_function
             end_derivative = self.step.end_derivative_function
-        tolerance = float(s.theta_tolerance)
-        zero, one = precision(0.0), precision(1.0)
+        tolerance = precision(s.theta_tolerance)
+        zero, one, half = precision(0.0), precision(1.0), precision(0.5)
         two, three = precision(2.0), precision(3.0)
         nan = np.nan
         no_crossing = NO_CROSSING
@@ -227,29 +227,33 @@ class EventFunctions(CompiledFactory):
 
         def find_root(e, before, after, state, proposed, params, stages, t_old, span, j, es,
                       ep):
-            """theta of event ``e``'s crossing: the far end of the final bracket."""
-            a, b = 0.0, 1.0
-            ga, gb = float(before), float(after)
+            """theta of event ``e``'s crossing: the far end of the final bracket
+            (in the run's precision; only the time it maps to is float64)."""
+            a, b = zero, one
+            ga, gb = precision(before), precision(after)
             side = 0
             for _ in range(MAX_ITERATIONS):
-                if b - a <= tolerance or gb == 0.0:
+                if b - a <= tolerance or gb == zero:
                     break
                 c = b - gb * (b - a) / (gb - ga)
                 if not (a < c < b):
-                    c = 0.5 * (a + b)
-                gc = float(g_at(e, c, state, proposed, params, stages, t_old, span, j, es, ep))
-                if gc == 0.0:
+                    c = half * (a + b)
+                    if not (a < c < b):  # the bracket is as narrow as the precision allows
+                        break
+                gc = precision(g_at(e, c, state, proposed, params, stages, t_old, span, j,
+                                    es, ep))
+                if gc == zero:
                     b, gb = c, gc
                     break
-                if (gc > 0.0) == (gb > 0.0):
+                if (gc > zero) == (gb > zero):
                     b, gb = c, gc
                     if side == -1:
-                        ga *= 0.5
+                        ga *= half
                     side = -1
                 else:
                     a, ga = c, gc
                     if side == 1:
-                        gb *= 0.5
+                        gb *= half
                     side = 1
             return b
 

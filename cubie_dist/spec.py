@@ -29,6 +29,7 @@ from cubie_kernel import Solver, targets
 from cubie_kernel.outputs import Output
 from cubie_kernel.buffers import BufferRegistry
 from cubie_kernel.systems import ODESystem
+from cubie_kernel.systems.events import as_events
 
 _TOKEN_VERSION = "cubie_dist.SolverSpec/1"
 
@@ -124,6 +125,13 @@ class SolverSpec:
                 settings["output"] = Output.from_dict(settings["output"])
             except (TypeError, ValueError) as err:
                 raise ValueError(
+                    f"invalid solver settings for system {system.name!r}: {err}"
+                ) from err
+        if settings.get("events") is not None:  # Events and their mappings: one token
+            try:
+                settings["events"] = as_events(settings["events"])
+            except ValueError as err:
+                raise type(err)(
                     f"invalid solver settings for system {system.name!r}: {err}"
                 ) from err
         canonical = {k: canonical_value(v, repr(k)) for k, v in sorted(settings.items())}

@@ -9,6 +9,7 @@ from cubie_kernel.precision import PrecisionWarning
 from cubie_kernel.solver import Solver, solve_ivp
 from cubie_kernel.status import RunFailedError, RunStatus, raise_on_failure
 from cubie_kernel.systems import ODESystem
+from cubie_kernel.systems.events import Event, EventDefinitionError
 
 #: The process's default buffer registry (components built without an
 #: explicit registry use it; each Solver makes its own).
@@ -18,6 +19,8 @@ __all__ = [
     "BatchSolverConfig",
     "BatchSolverKernel",
     "BufferRegistry",
+    "Event",
+    "EventDefinitionError",
     "IntegratorSettings",
     "Metric",
     "MetricResult",

@@ -59,6 +59,10 @@ class Solver:
         and 1e-3), ``dt0`` (first step; estimated per run when None),
         ``dt_min``, ``dt_max``, ``max_steps`` (attempted steps per run),
         ``safety``, ``min_factor``, ``max_factor``, gains ``kp``/``ki``/``kd``.
+        Events: ``events`` (:class:`~cubie_kernel.Event` s, or mappings of
+        their fields) whose zero crossings each run records, ends at or
+        resets at, and ``max_resets`` (resets per run before it stops with
+        ``too_many_resets``; default 10,000).
         Output shorthands: ``save_states``, ``save_observables`` (True: all,
         False: none), ``save_counters`` (cumulative
         ``n_steps_at_save``/``n_rejected_at_save`` per save).

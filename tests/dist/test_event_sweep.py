@@ -69,8 +69,11 @@ def test_a_sweep_file_takes_events():
         "duration": 50.0,
     }
     job = parse_sweep_file(yaml.safe_load(yaml.safe_dump(document)))
-    assert job.spec.settings["events"] == [EVENT]
+    assert job.spec.settings["events"] == (Event(**EVENT),)
     assert Event.from_dict(job.spec.canonical_settings()["events"][0]) == Event(**EVENT)
+    # an Event and its mapping make one spec
+    same = cd.SolverSpec(job.spec.system, **{**job.spec.settings, "events": [Event(**EVENT)]})
+    assert same.token == job.spec.token
     settings = job.spec.settings
     solved = Solver(job.spec.system, target="cpu", **settings).solve(
         {"v": -70.0}, {"i": [2.0, 3.0]}, duration=50.0)

@@ -73,7 +73,7 @@ def test_a_sweep_file_takes_events():
     assert Event.from_dict(job.spec.canonical_settings()["events"][0]) == Event(**EVENT)
     # an Event and its mapping make one spec
     same = cd.SolverSpec(job.spec.system, **{**job.spec.settings, "events": [Event(**EVENT)]})
-    assert same.token == job.spec.token
+    assert same.token() == job.spec.token()
     settings = job.spec.settings
     solved = Solver(job.spec.system, target="cpu", **settings).solve(
         {"v": -70.0}, {"i": [2.0, 3.0]}, duration=50.0)

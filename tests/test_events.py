@@ -285,3 +285,24 @@ def test_an_event_that_never_fires_changes_nothing(output):
         np.testing.assert_array_equal(ds[name].values, plain[name].values)
     for name in plain.data_vars:
         np.testing.assert_array_equal(ds[name].values, plain[name].values)
+
+
+def test_event_results_may_not_collide():
+    system = ODESystem(["dx = -x", "dhit_x = 0"], states={"x": 1.0, "hit_x": 0.0})
+    with pytest.raises(EventDefinitionError, match="result 'hit_x' is also"):
+        Solver(system, method="rk45", target="cpu", events=[Event("hit", "x - 0.5")])
+    with pytest.raises(EventDefinitionError, match="result 'a_b_x' is also a result of event"):
+        Solver(ODESystem(["dx = -x", "db_x = 0"], states={"x": 1.0, "b_x": 0.0}),
+               method="rk45", target="cpu", events=[Event("a_b", "x"), Event("a", "x")])
+
+
+def test_per_run_bytes_count_the_records_and_the_event_buffers():
+    """Outputs: 8 records x (a float64 time + 3 float64 states) per event, an
+    int32 count; scratch: 4 values per event and one interpolated state."""
+    common = dict(method="rk45", target="cpu", save_every=0.1)
+    plain = Solver(lorenz(), **common).kernel.per_run_device_bytes(1.0)
+    events = [Event("a", "x", max_records=8), Event("b", "z - 27", max_records=5)]
+    watched = Solver(lorenz(), **common, events=events).kernel.per_run_device_bytes(1.0)
+    records = 8 * 2 * (8 + 3 * 8) + 2 * 4
+    scratch = (4 * 2 + 3) * 8
+    assert watched - plain == records + scratch

@@ -241,6 +241,12 @@ def _scope(system) -> set[str]:
     return scope
 
 
+def result_names(event: Event, state_names: Sequence[str]) -> tuple[str, ...]:
+    """The result variables of ``event``: ``<name>_time``, ``<name>_<state>``, ``<name>_count``."""
+    return (f"{event.name}_time", *(f"{event.name}_{s}" for s in state_names),
+            f"{event.name}_count")
+
+
 def parse_events(events: Sequence[Event], system) -> tuple[_Parsed, ...]:
     """Check ``events`` against ``system``: names, conditions and resets.
 
@@ -255,12 +261,20 @@ def parse_events(events: Sequence[Event], system) -> tuple[_Parsed, ...]:
     taken = set(states) | set(system.parameter_names) | set(system.observable_names)
     taken |= set(system.constant_names)
     out = []
+    results: dict[str, str] = {}
     for event in events:
         label = f"event {event.name!r}"
         if event.name in taken:
             raise EventDefinitionError(
                 f"{label}: its name is also a name of system {system.name!r}; rename the event"
             )
+        for result in result_names(event, states):
+            if result in taken or result in results:
+                other = results.get(result, f"a name of system {system.name!r}")
+                raise EventDefinitionError(
+                    f"{label}: its result {result!r} is also {other}; rename the event"
+                )
+            results[result] = f"a result of event {event.name!r}"
         try:
             condition = ast.parse(event.condition.strip(), mode="eval").body
             checker = _Checker(scope, {})

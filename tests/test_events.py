@@ -306,3 +306,29 @@ def test_per_run_bytes_count_the_records_and_the_event_buffers():
     records = 8 * 2 * (8 + 3 * 8) + 2 * 4
     scratch = (4 * 2 + 3) * 8
     assert watched - plain == records + scratch
+
+
+def test_interior_points_find_a_crossing_and_its_return_within_one_step():
+    """x = t - t^2 (RK4 and its Hermite interpolant are exact for it) with one
+    step of dt = 1: x - 0.2 rises through zero at (1 - sqrt(0.2)) / 2 and falls
+    back at (1 + sqrt(0.2)) / 2, while both step ends sit below. Seen with
+    interior points, in time order, up to a terminal event between them (run 0:
+    x falls through c = 0.21 at t = 0.7); not seen without."""
+    system = ODESystem(["dx = 1 - 2*t"], states={"x": 0.0}, parameters={"c": 0.0})
+    events = [Event("both", "x - 0.2", interior_points=3),
+              Event("blind", "x - 0.2"),
+              Event("stop", "x - c", direction=-1, terminal=True, interior_points=3)]
+    solver = Solver(system, method="rk4", dt=1.0, target="cpu", events=events,
+                    output={"final_state": True})
+    ds = solver.solve({"x": 0.0}, {"c": [0.21, -1.0]}, 1.0)
+    rise, fall = (1 - math.sqrt(0.2)) / 2, (1 + math.sqrt(0.2)) / 2
+    assert ds.blind_count.values.tolist() == [0, 0]
+    assert ds.both_count.values.tolist() == [1, 2]
+    np.testing.assert_allclose(ds.both_time[0, :1], [rise], rtol=1e-12)
+    np.testing.assert_allclose(ds.both_time[1, :2], [rise, fall], rtol=1e-12)
+    np.testing.assert_allclose(ds.both_x[1, :2], [0.2, 0.2], rtol=1e-12)
+    assert int(ds.status[0]) == int(RunStatus.TERMINATED_BY_EVENT)
+    np.testing.assert_allclose(float(ds.stop_time[0, 0]), 0.7, rtol=1e-12)
+    np.testing.assert_allclose(float(ds.x_final[0]), 0.21, rtol=1e-12)
+    assert int(ds.status[1]) == 0 and int(ds.stop_count[1]) == 0
+    np.testing.assert_allclose(float(ds.x_final[1]), 0.0, atol=1e-15)

@@ -3,22 +3,25 @@
 The loop (:mod:`cubie_kernel.integrators.loop`) asks, after every accepted
 step from ``t_old`` to ``t_new = t_old + span``, whether an event's
 condition ``g`` changed sign (in its direction) between the step's ends
-(:func:`check`); only then is anything located. The crossing is found by
-root finding on ``g(y(theta))``, ``theta`` in ``(0, 1]``, where ``y`` is the
-step's own continuous extension (methods with dense output) or the cubic
-Hermite interpolant through both ends and their derivatives (every other
-method, fixed steps included), so steps are never shortened to find
-events. The root finder is the Illinois variant of regula falsi, stopped
-when the bracket is narrower than ``theta_tolerance`` (tied to the step's
-relative tolerance, see :func:`theta_tolerance`); it returns the bracket's
-end on the far side of the crossing, so a state taken there has crossed
-and a reset there does not fire the same crossing again.
+(``check``); only then is anything located, unless an event asks to look
+inside every step (``Event.interior_points``: the step is cut into that
+many plus one pieces, whose ends are compared, so a crossing and its return
+within one step are seen). A crossing is found by root finding on
+``g(y(theta))``, ``theta`` in ``(0, 1]``, where ``y`` is the step's own
+continuous extension (methods with dense output) or the cubic Hermite
+interpolant through both ends and their derivatives (every other method,
+fixed steps included), so steps are never shortened to find events. The
+root finder is the Illinois variant of regula falsi, stopped when the
+bracket is narrower than ``theta_tolerance`` (tied to the step's relative
+tolerance, see :func:`theta_tolerance`); it returns the bracket's end on
+the far side of the crossing, so a state taken there has crossed and a
+reset there does not fire the same crossing again.
 
-Crossings are counted and recorded (time and state) per event, in time
-order within a step: an event that acts (terminal, or with a reset) at
-``theta_a`` discards the rest of the step, and crossings of other events
-after ``theta_a`` are not counted (they are found again, if they still
-happen, after the reset).
+Crossings are counted and recorded (time and state) in time order within a
+step (``scan``): all of them, one event's several included, up to the
+first event that acts (terminal, or with a reset) at ``theta_a``; the rest
+of the step is discarded, and crossings after ``theta_a`` are found again,
+if they still happen, after the reset.
 
 Buffers (registered under the loop's ``events`` child, persistent, sizes
 in elements): ``event_values`` (g at the run's current state), ``event_trial``
@@ -86,8 +89,8 @@ class EventSettings:
 class EventFunctions(CompiledFactory):
     """Factory of the device functions that find, record and act on crossings.
 
-    ``device_function`` is a tuple ``(start, check, locate, record,
-    state_at, reset)``, each per lane ``j`` (see :meth:`build`); ``es`` and
+    ``device_function`` is a tuple ``(start, check, scan, state_at, reset,
+    clear)``, each per lane ``j`` (see :meth:`build`); ``es`` and
     ``ep`` in their signatures are this factory's shared and persistent
     regions (the loop's child allocators), ``stages`` the step's
     ``dense_stages`` (unused by the Hermite interpolant).
@@ -147,6 +150,10 @@ class EventFunctions(CompiledFactory):
         directions = tuple(int(e.direction) for e in s.events)
         acting = tuple(bool(e.acts) for e in s.events)
         max_records = tuple(int(e.max_records) for e in s.events)
+        interior = tuple(int(e.interior_points) for e in s.events)
+        scans_inside = max(interior, default=0) > 0
+        # a bound on the crossings one step can hold: each piece of each event, twice
+        max_crossings = 2 * sum(p + 1 for p in interior) + 2
         hermite = s.interpolant == "hermite"
         if hermite:
             dxdt = jit(s.system.lane_functions(precision)["dxdt_lane"])
@@ -178,12 +185,13 @@ class EventFunctions(CompiledFactory):
         start = jit(start)
 
         def check(proposed, params, t_new, j, es, ep):
-            """g at the step's end; 1 when some event crossed, else 0 (and it becomes
-            the reference of the next step)."""
+            """g at the step's end; 1 when the step must be scanned (some event
+            crossed between the step's ends, or some event looks inside every
+            step), else 0 (and g at the end becomes the next step's reference)."""
             values = alloc_values(es, ep)
             trial = alloc_trial(es, ep)
             values_of(proposed, params, precision(t_new), trial, j, L)
-            found = 0
+            found = 1 if scans_inside else 0
             for e in range(n_events):
                 if crossed(values[e * L + j], trial[e * L + j], directions[e]):
                     found = 1
@@ -225,12 +233,11 @@ class EventFunctions(CompiledFactory):
 
         g_at = jit(g_at)
 
-        def find_root(e, before, after, state, proposed, params, stages, t_old, span, j, es,
+        def find_root(e, a, b, ga, gb, state, proposed, params, stages, t_old, span, j, es,
                       ep):
-            """theta of event ``e``'s crossing: the far end of the final bracket
-            (in the run's precision; only the time it maps to is float64)."""
-            a, b = zero, one
-            ga, gb = precision(before), precision(after)
+            """theta of event ``e``'s crossing in the bracket ``[a, b]`` (where g is
+            ``ga``, ``gb``): the far end of the final bracket (in the run's
+            precision; only the time it maps to is float64)."""
             side = 0
             for _ in range(MAX_ITERATIONS):
                 if b - a <= tolerance or gb == zero:
@@ -259,12 +266,54 @@ class EventFunctions(CompiledFactory):
 
         find_root = jit(find_root)
 
-        def locate(state, proposed, params, stages, t_old, span, j, es, ep):
-            """Locate every crossing of the step (``state`` -> ``proposed``).
+        def next_crossing(e, after, g_after, state, proposed, params, stages, t_old, span, j,
+                          es, ep):
+            """theta of event ``e``'s first crossing after ``theta = after`` (where g is
+            ``g_after``), or NO_CROSSING: the step is cut into ``interior_points + 1``
+            pieces, each piece's ends compared, the first that crosses searched."""
+            trial = alloc_trial(es, ep)
+            pieces = interior[e] + 1
+            a = precision(after)
+            ga = precision(g_after)
+            for k in range(1, pieces + 1):
+                b = one if k == pieces else precision(k / pieces)
+                if b <= a:
+                    continue
+                if k == pieces:
+                    gb = trial[e * L + j]
+                else:
+                    gb = precision(g_at(e, b, state, proposed, params, stages, t_old, span, j,
+                                        es, ep))
+                if crossed(ga, gb, directions[e]):
+                    return find_root(e, a, b, ga, gb, state, proposed, params, stages, t_old,
+                                     span, j, es, ep)
+                a, ga = b, gb
+            return precision(no_crossing)
 
-            Each event's theta goes to ``event_theta`` (2 when it did not
-            cross); returns the acting event that crosses first (-1: none)
-            and its theta.
+        next_crossing = jit(next_crossing)
+
+        def record(e, theta, run, state, proposed, stages, t_old, span, event_times,
+                   event_states, event_counts, j, es, ep):
+            """Count one crossing of event ``e``; record it up to ``max_records``."""
+            point = alloc_state(es, ep)
+            index = event_counts[e, run]
+            event_counts[e, run] = index + 1
+            if index < max_records[e]:
+                event_times[index, e, run] = t_old + theta * span
+                state_at(theta, state, proposed, stages, span, point, j, es, ep)
+                for k in range(n_states):
+                    event_states[index, e * n_states + k, run] = point[k * L + j]
+
+        record = jit(record)
+
+        def scan(run, counting, state, proposed, params, stages, t_old, span, event_times,
+                 event_states, event_counts, j, es, ep):
+            """Find, count and record the step's crossings (``state`` -> ``proposed``)
+            in time order, up to the first event that acts.
+
+            Returns that event (-1: none) and its theta. Without one, g at the
+            step's end becomes the next step's reference (with one, the caller
+            sets it after the reset: :func:`start`).
             """
             values = alloc_values(es, ep)
             trial = alloc_trial(es, ep)
@@ -275,48 +324,36 @@ class EventFunctions(CompiledFactory):
                 dxdt(proposed, params, precision(t_old + span), slopes[n_states * L:], j, L)
             else:
                 end_derivative(proposed, params, precision(t_old + span), stages, j)
-            first = -1
-            first_theta = no_crossing
             for e in range(n_events):
-                before = values[e * L + j]
-                after = trial[e * L + j]
-                theta = no_crossing
-                if crossed(before, after, directions[e]):
-                    theta = find_root(e, before, after, state, proposed, params, stages,
-                                      t_old, span, j, es, ep)
-                    if acting[e] and theta < first_theta:
-                        first, first_theta = e, theta
-                thetas[e * L + j] = theta
-            return first, first_theta
+                thetas[e * L + j] = next_crossing(e, zero, values[e * L + j], state, proposed,
+                                                  params, stages, t_old, span, j, es, ep)
+            acted = -1
+            acted_theta = precision(no_crossing)
+            for _ in range(max_crossings):
+                first = -1
+                first_theta = precision(no_crossing)
+                for e in range(n_events):
+                    if thetas[e * L + j] < first_theta:
+                        first, first_theta = e, thetas[e * L + j]
+                if first < 0:
+                    break
+                if counting:
+                    record(first, first_theta, run, state, proposed, stages, t_old, span,
+                           event_times, event_states, event_counts, j, es, ep)
+                if acting[first]:
+                    acted, acted_theta = first, first_theta
+                    break
+                g_here = g_at(first, first_theta, state, proposed, params, stages, t_old, span,
+                              j, es, ep)
+                thetas[first * L + j] = next_crossing(first, first_theta, g_here, state,
+                                                      proposed, params, stages, t_old, span,
+                                                      j, es, ep)
+            if acted < 0:
+                for e in range(n_events):
+                    values[e * L + j] = trial[e * L + j]
+            return acted, acted_theta
 
-        locate = jit(locate)
-
-        def record(run, limit, counting, state, proposed, params, stages, t_old, span,
-                   event_times, event_states, event_counts, j, es, ep):
-            """Count (and record, up to each event's ``max_records``) the crossings
-            at ``theta <= limit``; the others of an unacted step become the next
-            step's reference. Returns the number counted."""
-            thetas = alloc_theta(es, ep)
-            values = alloc_values(es, ep)
-            trial = alloc_trial(es, ep)
-            point = alloc_state(es, ep)
-            counted = 0
-            for e in range(n_events):
-                values[e * L + j] = trial[e * L + j]
-                theta = thetas[e * L + j]
-                if theta > limit or not counting:
-                    continue
-                index = event_counts[e, run]
-                event_counts[e, run] = index + 1
-                counted += 1
-                if index < max_records[e]:
-                    event_times[index, e, run] = t_old + theta * span
-                    state_at(theta, state, proposed, stages, span, point, j, es, ep)
-                    for k in range(n_states):
-                        event_states[index, e * n_states + k, run] = point[k * L + j]
-            return counted
-
-        record = jit(record)
+        scan = jit(scan)
 
         def reset(which, state, params, t, j):
             reset_of(which, state, params, precision(t), j, L)
@@ -335,7 +372,7 @@ class EventFunctions(CompiledFactory):
 
         clear = jit(clear)
 
-        return start, check, locate, record, state_at, reset, clear
+        return start, check, scan, state_at, reset, clear
 
     @property
     def interpolant(self) -> str:

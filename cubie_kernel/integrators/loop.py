@@ -224,8 +224,8 @@ class IVPLoop(CompiledFactory):
             event_shared, event_persistent = registry.get_child_allocators(
                 self, self.events, "events", s.target, precision
             )
-            (event_start, event_check, event_locate, event_record, event_state_at,
-             event_reset, event_clear) = self.events.device_function
+            (event_start, event_check, event_scan, event_state_at, event_reset,
+             event_clear) = self.events.device_function
             terminal = tuple(bool(e.terminal) for e in s.events)
         max_resets = int(s.max_resets)
         first_step = self._build_first_step(backend, precision, lanes)
@@ -565,9 +565,9 @@ class IVPLoop(CompiledFactory):
         def cross(j, state, proposed, params, clock, flags, state_output, observable_output,
                   counter_output, summary_output, event_times, event_states, event_counts,
                   shared, persistent, t_start, duration):
-            """Some event crossed in lane ``j``'s accepted step (before ``settle``).
+            """Some event may have crossed in lane ``j``'s accepted step (before ``settle``).
 
-            Locates and records the crossings; when one acts (the first
+            Locates and records the crossings in time order; when one acts (the first
             terminal or resetting one), takes the samples before it (dense
             output), cuts the step there (``proposed`` becomes the state at the
             crossing, reset) and flags the lane (``acted``). Returns 1 when it
@@ -582,11 +582,10 @@ class IVPLoop(CompiledFactory):
                 stages = state  # unused by the Hermite interpolant
             t_old = clock[T + j]
             span = wide(step_type(clock[H_TRY + j]))
-            first, theta = event_locate(state, proposed, params, stages, t_old, span, j, es, ep)
-            limit = theta if first >= 0 else 1.0
             counting = flags[SAVE_INDEX + j] >= 0  # not during the warm-up
-            event_record(flags[RUN + j], limit, counting, state, proposed, params, stages,
-                         t_old, span, event_times, event_states, event_counts, j, es, ep)
+            first, theta = event_scan(flags[RUN + j], counting, state, proposed, params, stages,
+                                      t_old, span, event_times, event_states, event_counts, j,
+                                      es, ep)
             if first < 0:
                 return 0
             t_event = t_old + theta * span

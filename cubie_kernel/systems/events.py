@@ -47,6 +47,9 @@ DEFAULT_MAX_RECORDS = 16
 #: Largest :attr:`Event.max_records` accepted (records are preallocated per run).
 MAX_RECORDS_LIMIT = 1_000_000
 
+#: Largest :attr:`Event.interior_points` accepted.
+MAX_INTERIOR_POINTS = 64
+
 #: The generated functions, in order.
 EVENT_FUNCTIONS = ("event_values_lane", "event_reset_lane")
 
@@ -102,6 +105,14 @@ class Event:
         Assignments ``"<state> = <expression>"`` applied at each crossing
         before the run goes on; all right-hand sides read the state at the
         crossing (before any assignment). Not allowed with ``terminal``.
+    interior_points : int
+        0 (default): the condition is compared at each step's ends only, so
+        a crossing and its return within one step are not seen (as in
+        scipy). ``k > 0``: it is also evaluated at ``k`` evenly spaced points
+        inside every step (on the step's interpolant), which finds crossings
+        closer together than a step, at the cost of ``k`` interpolations and
+        evaluations per step (e.g. a bouncing ball's short flights; the
+        same idea as DifferentialEquations.jl's ``interp_points``).
 
     Examples
     --------
@@ -116,6 +127,7 @@ class Event:
     terminal: bool = False
     max_records: int = DEFAULT_MAX_RECORDS
     reset: tuple[str, ...] = attrs.field(default=(), converter=_as_reset)
+    interior_points: int = 0
 
     def __attrs_post_init__(self) -> None:
         try:
@@ -149,6 +161,14 @@ class Event:
                 f"got {records!r}"
             )
         object.__setattr__(self, "max_records", int(records))
+        points = self.interior_points
+        if (isinstance(points, bool) or not isinstance(points, (int, np.integer))
+                or not 0 <= points <= MAX_INTERIOR_POINTS):
+            raise EventDefinitionError(
+                f"{label}: interior_points must be an int from 0 to {MAX_INTERIOR_POINTS}, "
+                f"got {points!r}"
+            )
+        object.__setattr__(self, "interior_points", int(points))
         if self.terminal and self.reset:
             raise EventDefinitionError(
                 f"{label}: a terminal event ends the run, so its reset {list(self.reset)} "
@@ -190,6 +210,7 @@ class Event:
             "terminal": self.terminal,
             "max_records": self.max_records,
             "reset": list(self.reset),
+            "interior_points": self.interior_points,
         }
 
 

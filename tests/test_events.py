@@ -332,3 +332,19 @@ def test_interior_points_find_a_crossing_and_its_return_within_one_step():
     np.testing.assert_allclose(float(ds.x_final[0]), 0.21, rtol=1e-12)
     assert int(ds.status[1]) == 0 and int(ds.stop_count[1]) == 0
     np.testing.assert_allclose(float(ds.x_final[1]), 0.0, atol=1e-15)
+
+
+def test_float32_runs_locate_spikes_to_float32_accuracy():
+    """The root finder and the records work in float32 (times stay float64)."""
+    currents = np.array([2.0, 3.0])
+    solver = Solver(lif(), method="tsit5", target="cpu", precision=np.float32, rtol=1e-5,
+                    atol=1e-5, events=[Event("spike", "v - v_th", direction=1,
+                                             reset=["v = v_reset"], max_records=20)])
+    ds = solver.solve({"v": -65.0}, {"i": currents, "tau": 10.0}, 100.0)
+    assert ds.spike_time.dtype == np.float64 and ds.spike_v.dtype == np.float32
+    for run, current in enumerate(currents):
+        spikes = lif_spikes(current, 10.0, -65.0, 100.0)
+        count = int(ds.spike_count[run])
+        assert count == len(spikes)
+        np.testing.assert_allclose(ds.spike_time[run, :count], spikes, rtol=2e-4)
+        np.testing.assert_allclose(ds.spike_v[run, :count], -55.0, rtol=1e-5)

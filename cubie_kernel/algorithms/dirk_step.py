@@ -94,11 +94,11 @@ import math
 import attrs
 import numpy as np
 
-from cubie_kernel import kernel_cache, targets
+from cubie_kernel import targets
 from cubie_kernel.algorithms.dirk_tableau import DIRKTableau
 from cubie_kernel.algorithms.linear_algebra import build_lu
+from cubie_kernel.algorithms.step_factory import StepFactory
 from cubie_kernel.controllers.base import per_state
-from cubie_kernel.factory import CompiledFactory
 from cubie_kernel.status import RunStatus
 from cubie_kernel.systems import ODESystem
 
@@ -400,7 +400,7 @@ def _dense_source(n: int, L: int) -> list[str]:
     return lines
 
 
-class DIRKStep(CompiledFactory):
+class DIRKStep(StepFactory):
     """Factory of the DIRK step attempt (lane form).
 
     The device function has the other steps' signature, ``step(state,
@@ -410,17 +410,13 @@ class DIRKStep(CompiledFactory):
     rejected one (the Jacobian and ``f(t, y)`` at its point are still in
     place); ``step_status`` receives NONLINEAR_SOLVER_FAILED or
     LINEAR_SOLVER_FAILED per lane when the attempt failed (0 otherwise), with
-    a NaN error estimate. Idle lanes (``h == 0``) are skipped.
+    a NaN error estimate. Idle lanes (``h == 0``) are skipped. With dense
+    output, ``end_derivative_function`` is a no-op (the last stage is the
+    derivative at the step's end).
     """
 
-    def __init__(self, settings: DIRKStepSettings, registry) -> None:
-        super().__init__(settings)
-        self._registry = registry
-        self.register_buffers()
-
-    @property
-    def registry(self):
-        return self._registry
+    kind = "dirk"
+    step_name = "dirk_step"
 
     def register_buffers(self) -> None:
         s = self.compile_settings
@@ -435,14 +431,6 @@ class DIRKStep(CompiledFactory):
         register("newton_rate", self, 1, persistent=True)
         register("dense_stages", self, 4 * n if s.dense else 0, persistent=True)
 
-    def settings_changed(self, changed: set[str]) -> None:
-        if changed & {"tableau", "system", "dense"}:
-            self.register_buffers()
-
-    @property
-    def tableau(self) -> DIRKTableau:
-        return self.compile_settings.tableau
-
     def source(self) -> str:
         """The generated source of the step (for reading)."""
         s = self.compile_settings
@@ -450,22 +438,12 @@ class DIRKStep(CompiledFactory):
         return step_source(s.tableau, s.system, backend.lanes(s.precision), s.precision,
                            newton_tolerances(s), s.dense)
 
-    def build(self):
+    def source_namespace(self, backend, precision) -> dict:
         s = self.compile_settings
-        backend = targets.get_target(s.target)
-        precision = np.dtype(s.precision).type
-        lanes = backend.lanes(precision)
-        layout = self._registry.layout(self, s.target)
         functions = s.system.lane_functions(precision)
-        factor, solve = build_lu(s.system.n_states, lanes, precision)
+        factor, solve = build_lu(s.system.n_states, backend.lanes(precision), precision)
         jit = backend.device_jit
-
-        def allocator(name):
-            return self._registry.get_allocator(name, self, s.target, precision)
-
         namespace = {
-            "PREC": precision,
-            "WIDE": np.float64,
             "NAN": precision(np.nan),
             "JIT": jit,
             "sqrt": math.sqrt,
@@ -474,31 +452,8 @@ class DIRKStep(CompiledFactory):
             "factor": jit(factor),
             "solve": jit(solve),
             "jacobian_lane": jit(functions["jacobian_lane"]),
-            "dxdt_values": jit(functions["dxdt_values"], inline=True),
         }
         for name in ("jacobian", "lu", "pivots", "stages", "newton", "derivatives"):
-            namespace[f"alloc_{name}"] = allocator(name)
-        namespace["alloc_rate"] = allocator("newton_rate")
-        namespace["alloc_dense"] = allocator("dense_stages")
-        slots = tuple(layout[name] for name in sorted(layout))
-        identity = kernel_cache.describe((s, slots))
-        module = kernel_cache.import_source("dirk", self.source(), namespace, identity)
-        if s.dense:
-            self._interpolate = jit(module.interpolate, inline=True)
-            self._end_derivative = jit(module.end_derivative)
-        else:
-            self._interpolate = self._end_derivative = None
-        return jit(module.dirk_step)
-
-    @property
-    def interpolate_function(self):
-        """``interpolate(dense, h, theta, out, j)`` of the built step (dense output only)."""
-        self.device_function
-        return self._interpolate
-
-    @property
-    def end_derivative_function(self):
-        """A no-op ``end_derivative(state, parameters, t, dense, j)`` (the last
-        stage is the derivative at the step's end)."""
-        self.device_function
-        return self._end_derivative
+            namespace[f"alloc_{name}"] = self.allocator(name, precision)
+        namespace["alloc_rate"] = self.allocator("newton_rate", precision)
+        return namespace

@@ -49,9 +49,9 @@ from __future__ import annotations
 import attrs
 import numpy as np
 
-from cubie_kernel import kernel_cache, targets
+from cubie_kernel import targets
+from cubie_kernel.algorithms.step_factory import StepFactory
 from cubie_kernel.algorithms.tableau import ButcherTableau
-from cubie_kernel.factory import CompiledFactory
 from cubie_kernel.systems import ODESystem
 
 #: Rounding defect (in eps) above which stage sums are formed relative to k_0.
@@ -253,7 +253,7 @@ def _dense_source(tableau, n, parameters, L, dtype, used, end_derivative, consta
     return lines
 
 
-class ERKStep(CompiledFactory):
+class ERKStep(StepFactory):
     """Factory of the explicit Runge-Kutta step attempt (lane form).
 
     The device function is ``step(state, proposed, error, parameters, t, h,
@@ -282,14 +282,8 @@ class ERKStep(CompiledFactory):
     #: ``first_stage`` values (see the class docstring).
     EVALUATE, FROM_LAST_STAGE, IN_PLACE = 0, 1, 2
 
-    def __init__(self, settings: ERKStepSettings, registry) -> None:
-        super().__init__(settings)
-        self._registry = registry
-        self.register_buffers()
-
-    @property
-    def registry(self):
-        return self._registry
+    kind = "step"
+    step_name = "erk_step"
 
     def register_buffers(self) -> None:
         s = self.compile_settings
@@ -298,14 +292,6 @@ class ERKStep(CompiledFactory):
         self._registry.register("stages", self, slots * n, persistent=s.tableau.fsal)
         dense = dense_size(s.tableau, n) if s.dense else 0
         self._registry.register("dense_stages", self, dense, persistent=True)
-
-    def settings_changed(self, changed: set[str]) -> None:
-        if changed & {"tableau", "system", "dense"}:
-            self.register_buffers()
-
-    @property
-    def tableau(self) -> ButcherTableau:
-        return self.compile_settings.tableau
 
     def source(self) -> str:
         """The generated source of the step (for reading)."""
@@ -316,39 +302,9 @@ class ERKStep(CompiledFactory):
             backend.lanes(s.precision), s.precision, s.dense,
         )
 
-    def build(self):
-        s = self.compile_settings
-        backend = targets.get_target(s.target)
-        precision = np.dtype(s.precision).type
-        layout = self._registry.layout(self, s.target)
-        slot = (layout["stages"], layout["dense_stages"])
-        namespace = {
-            "PREC": precision,
-            "WIDE": np.float64,
-            "alloc_stages": self._registry.get_allocator("stages", self, s.target, precision),
-            "alloc_dense": self._registry.get_allocator("dense_stages", self, s.target, precision),
-            "dxdt_values": backend.device_jit(
-                s.system.lane_functions(precision)["dxdt_values"], inline=True
-            ),
-        }
-        # the module's name covers the source and what the namespace is made of
-        identity = kernel_cache.describe((s, slot))
-        module = kernel_cache.import_source("step", self.source(), namespace, identity)
-        if s.dense:
-            self._interpolate = backend.device_jit(module.interpolate, inline=True)
-            self._end_derivative = backend.device_jit(module.end_derivative)
-        else:
-            self._interpolate = self._end_derivative = None
-        return backend.device_jit(module.erk_step)
+    def source_namespace(self, backend, precision) -> dict:
+        return {"alloc_stages": self.allocator("stages", precision)}
 
-    @property
-    def interpolate_function(self):
-        """``interpolate(dense, h, theta, out, j)`` of the built step (dense output only)."""
-        self.device_function
-        return self._interpolate
-
-    @property
-    def end_derivative_function(self):
-        """``end_derivative(state, parameters, t, dense, j)`` (dense output only)."""
-        self.device_function
-        return self._end_derivative
+    def layout_key(self, layout: dict) -> tuple:
+        # this engine's own order (not sorted), which names its cached modules
+        return (layout["stages"], layout["dense_stages"])

@@ -60,10 +60,10 @@ from __future__ import annotations
 import attrs
 import numpy as np
 
-from cubie_kernel import kernel_cache, targets
+from cubie_kernel import targets
 from cubie_kernel.algorithms.linear_algebra import build_block_solve, build_lu
 from cubie_kernel.algorithms.rosenbrock_tableau import RosenbrockTableau
-from cubie_kernel.factory import CompiledFactory
+from cubie_kernel.algorithms.step_factory import StepFactory
 from cubie_kernel.status import RunStatus
 from cubie_kernel.systems import ODESystem
 
@@ -251,7 +251,7 @@ def _dense_source(tableau, n, L, constant) -> list[str]:
     return lines
 
 
-class RosenbrockStep(CompiledFactory):
+class RosenbrockStep(StepFactory):
     """Factory of the Rosenbrock step attempt (lane form).
 
     The device function has the explicit step's signature, ``step(state,
@@ -260,17 +260,13 @@ class RosenbrockStep(CompiledFactory):
     ``first_stage`` 2 means the lane's last attempt was rejected, so the
     Jacobian at its point is still in place; ``step_status`` receives a
     :class:`~cubie_kernel.status.RunStatus` bit per lane when the attempt
-    failed (0 otherwise). Idle lanes (``h == 0``) are skipped.
+    failed (0 otherwise). Idle lanes (``h == 0``) are skipped. With dense
+    output, ``end_derivative_function`` is a no-op (the interpolant needs no
+    derivative at the step's end).
     """
 
-    def __init__(self, settings: RosenbrockStepSettings, registry) -> None:
-        super().__init__(settings)
-        self._registry = registry
-        self.register_buffers()
-
-    @property
-    def registry(self):
-        return self._registry
+    kind = "rosenbrock"
+    step_name = "rosenbrock_step"
 
     def register_buffers(self) -> None:
         s = self.compile_settings
@@ -285,14 +281,6 @@ class RosenbrockStep(CompiledFactory):
         dense = (1 + len(dense_slots(s.tableau))) * n if s.dense else 0
         register("dense_stages", self, dense, persistent=True)
 
-    def settings_changed(self, changed: set[str]) -> None:
-        if changed & {"tableau", "system", "dense"}:
-            self.register_buffers()
-
-    @property
-    def tableau(self) -> RosenbrockTableau:
-        return self.compile_settings.tableau
-
     def source(self) -> str:
         """The generated source of the step (for reading)."""
         s = self.compile_settings
@@ -300,53 +288,21 @@ class RosenbrockStep(CompiledFactory):
         return step_source(s.tableau, s.system, backend.lanes(s.precision), s.precision,
                            s.dense)
 
-    def build(self):
+    def source_namespace(self, backend, precision) -> dict:
         s = self.compile_settings
-        backend = targets.get_target(s.target)
-        precision = np.dtype(s.precision).type
         lanes = backend.lanes(precision)
-        layout = self._registry.layout(self, s.target)
         functions = s.system.lane_functions(precision)
         factor, _ = build_lu(s.system.n_states, lanes, precision)
         solve_block = build_block_solve(s.system.n_states, lanes, precision)
         jit = backend.device_jit
-
-        def allocator(name):
-            return self._registry.get_allocator(name, self, s.target, precision)
-
         namespace = {
-            "PREC": precision,
-            "WIDE": np.float64,
             "NAN": precision(np.nan),
             "LINEAR_SOLVER_FAILED": int(RunStatus.LINEAR_SOLVER_FAILED),
             "factor": jit(factor),
             "solve_block": jit(solve_block, inline=True),
             "jacobian_lane": jit(functions["jacobian_lane"]),
             "time_derivative_lane": jit(functions["time_derivative_lane"]),
-            "dxdt_values": jit(functions["dxdt_values"], inline=True),
         }
         for name in ("jacobian", "time_derivative", "lu", "pivots", "stages"):
-            namespace[f"alloc_{name}"] = allocator(name)
-        namespace["alloc_dense"] = allocator("dense_stages")
-        slots = tuple(layout[name] for name in sorted(layout))
-        identity = kernel_cache.describe((s, slots))
-        module = kernel_cache.import_source("rosenbrock", self.source(), namespace, identity)
-        if s.dense:
-            self._interpolate = jit(module.interpolate, inline=True)
-            self._end_derivative = jit(module.end_derivative)
-        else:
-            self._interpolate = self._end_derivative = None
-        return jit(module.rosenbrock_step)
-
-    @property
-    def interpolate_function(self):
-        """``interpolate(dense, h, theta, out, j)`` of the built step (dense output only)."""
-        self.device_function
-        return self._interpolate
-
-    @property
-    def end_derivative_function(self):
-        """A no-op ``end_derivative(state, parameters, t, dense, j)`` (the
-        interpolant needs no derivative at the step's end)."""
-        self.device_function
-        return self._end_derivative
+            namespace[f"alloc_{name}"] = self.allocator(name, precision)
+        return namespace

@@ -12,7 +12,8 @@ Every engine builds the same lane-form step function and exposes the same
 ``tableau`` protocol to the loop (``adaptive``, ``fsal``, ``error_order``,
 ``dense_output``); :func:`make_step` picks the engine for a tableau. The
 frame the engines share (registry, build, dense-output functions) is
-:class:`~.step_factory.StepFactory`.
+:class:`~.step_factory.StepFactory`; the checks the tableaus share are in
+:mod:`~.tableau`.
 """
 
 from __future__ import annotations

@@ -41,17 +41,23 @@ from typing import Sequence
 
 import attrs
 
-from cubie_kernel.algorithms.tableau import ALGEBRA_TOLERANCE, _row, _rows
+from cubie_kernel.algorithms.tableau import (
+    ALGEBRA_TOLERANCE,
+    _optional_row,
+    _row,
+    _rows,
+    check_tableau,
+    condition_problems,
+    length_problems,
+    ragged_problems,
+    row_sum_problems,
+)
 
 #: The highest order whose conditions :func:`order_conditions` knows.
 MAX_CHECKED_ORDER = 5
 
 #: Order of the cubic Hermite interpolant of a step's ends.
 HERMITE_ORDER = 3
-
-
-def _optional_row(values):
-    return None if values is None else _row(values)
 
 
 def _dot(weights: Sequence[Fraction], vector: Sequence[Fraction]) -> Fraction:
@@ -180,11 +186,7 @@ class DIRKTableau:
     description: str = ""
 
     def __attrs_post_init__(self):
-        problems = self._shape_problems()
-        if not problems:
-            problems = self._algebra_problems()
-        if problems:
-            raise ValueError(f"tableau {self.name!r}: " + "; ".join(problems))
+        check_tableau(self)
 
     # ------------------------------------------------------------------ checks
     def _shape_problems(self) -> list[str]:
@@ -192,18 +194,10 @@ class DIRKTableau:
         problems = []
         if s < 1:
             problems.append("a method needs at least one stage")
-        if len(self.a) != s:
-            problems.append(f"a has {len(self.a)} rows but the method has {s} stages")
-        for i, row in enumerate(self.a):
-            if len(row) != i + 1:
-                problems.append(f"a[{i}] has {len(row)} entries, expected {i + 1} "
-                                "(the lower triangle with the diagonal)")
-        if len(self.c) != s:
-            problems.append(f"len(c)={len(self.c)} but len(b)={s}")
+        problems += ragged_problems("a", self.a, s, diagonal=True)
+        problems += length_problems("b", s, c=self.c, b_error=self.b_error)
         if (self.b_error is None) != (self.embedded_order is None):
             problems.append("b_error and embedded_order go together")
-        if self.b_error is not None and len(self.b_error) != s:
-            problems.append(f"len(b_error)={len(self.b_error)} but len(b)={s}")
         for label, order in (("order", self.order), ("embedded_order", self.embedded_order)):
             if order is not None and not 1 <= order <= MAX_CHECKED_ORDER:
                 problems.append(f"{label} must be 1..{MAX_CHECKED_ORDER} (the orders whose "
@@ -223,23 +217,15 @@ class DIRKTableau:
         return problems
 
     def _algebra_problems(self) -> list[str]:
-        problems = []
-        tol = ALGEBRA_TOLERANCE
-        for i, row in enumerate(self.a):
-            if abs(sum(row, Fraction(0)) - self.c[i]) > tol:
-                problems.append(f"row {i} of a sums to {float(sum(row))}, c[{i}] = "
-                                f"{float(self.c[i])}")
+        problems = row_sum_problems("a", self.a, "c", self.c)
         checks = [("b", self.b, self.order)]
         if self.b_error is not None:
             checks.append(("b_hat", self.b_hat, self.embedded_order))
         for label, weights, order in checks:
-            for text, value, required in order_conditions(weights, self.a, order):
-                if abs(value - required) > tol:
-                    problems.append(f"order condition of {label} fails: {text} "
-                                    f"(got {float(value)!r}, need {float(required)!r})")
+            problems += condition_problems(label, order_conditions(weights, self.a, order))
         if self.stiffly_accurate:
             last = self.a[-1]
-            if any(abs(last[j] - self.b[j]) > tol for j in range(self.n_stages)):
+            if any(abs(last[j] - self.b[j]) > ALGEBRA_TOLERANCE for j in range(self.n_stages)):
                 problems.append("claimed stiffly accurate, but b is not the last row of a")
         return problems
 

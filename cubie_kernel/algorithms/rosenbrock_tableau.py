@@ -36,11 +36,21 @@ from typing import Sequence
 
 import attrs
 
-from cubie_kernel.algorithms.tableau import ALGEBRA_TOLERANCE, _row, _rows, _to_fraction
-
-
-def _optional_rows(values):
-    return None if values is None else _rows(values)
+from cubie_kernel.algorithms.tableau import (
+    ALGEBRA_TOLERANCE,
+    _optional_row,
+    _optional_rows,
+    _row,
+    _rows,
+    _to_fraction,
+    check_tableau,
+    condition_problems,
+    dense_shape_problems,
+    dense_sum_problems,
+    length_problems,
+    ragged_problems,
+    row_sum_problems,
+)
 
 
 def _matrix(rows: Sequence[Sequence[Fraction]], s: int, diagonal: Fraction | None = None):
@@ -174,7 +184,7 @@ class RosenbrockTableau:
     d: tuple = attrs.field(converter=_row)
     m: tuple = attrs.field(converter=_row)
     order: int
-    m_error: tuple | None = attrs.field(default=None, converter=lambda v: None if v is None else _row(v))
+    m_error: tuple | None = attrs.field(default=None, converter=_optional_row)
     embedded_order: int | None = None
     dense: tuple | None = attrs.field(default=None, converter=_optional_rows)
     dense_order: int | None = None
@@ -182,65 +192,36 @@ class RosenbrockTableau:
     description: str = ""
 
     def __attrs_post_init__(self):
-        problems = self._shape_problems()
-        if not problems:
-            problems = self._algebra_problems()
-        if problems:
-            raise ValueError(f"tableau {self.name!r}: " + "; ".join(problems))
+        check_tableau(self)
 
     # ------------------------------------------------------------------ checks
     def _shape_problems(self) -> list[str]:
         s = len(self.m)
-        problems = []
-        for label, rows in (("a", self.a), ("C", self.C)):
-            if len(rows) != s:
-                problems.append(f"{label} has {len(rows)} rows but the method has {s} stages")
-            for i, row in enumerate(rows):
-                if len(row) != i:
-                    problems.append(f"{label}[{i}] has {len(row)} entries, expected {i}")
-        for label, row in (("c", self.c), ("d", self.d)):
-            if len(row) != s:
-                problems.append(f"len({label})={len(row)} but len(m)={s}")
+        problems = ragged_problems("a", self.a, s) + ragged_problems("C", self.C, s)
+        problems += length_problems("m", s, c=self.c, d=self.d, m_error=self.m_error)
         if self.gamma <= 0:
             problems.append(f"gamma must be > 0, got {float(self.gamma)}")
         if (self.m_error is None) != (self.embedded_order is None):
             problems.append("m_error and embedded_order go together")
-        if self.m_error is not None and len(self.m_error) != s:
-            problems.append(f"len(m_error)={len(self.m_error)} but len(m)={s}")
-        if self.dense is not None:
-            if len(self.dense) != s or len({len(row) for row in self.dense}) != 1:
-                problems.append(f"dense needs {s} rows of equal length (one per stage)")
-            if self.dense_order is None:
-                problems.append("dense given without dense_order")
+        problems += dense_shape_problems(self.dense, s)
+        if self.dense is not None and self.dense_order is None:
+            problems.append("dense given without dense_order")
         return problems
 
     def _algebra_problems(self) -> list[str]:
-        problems = []
         s, tol = self.n_stages, ALGEBRA_TOLERANCE
         alpha, Gamma, b, b_hat = self.original_form()
-        for i in range(s):
-            if abs(sum(alpha[i], Fraction(0)) - self.c[i]) > tol:
-                problems.append(f"c[{i}] = {float(self.c[i])} but row {i} of alpha sums to "
-                                f"{float(sum(alpha[i]))}")
-            if abs(sum(Gamma[i], Fraction(0)) - self.d[i]) > tol:
-                problems.append(f"d[{i}] = {float(self.d[i])} but row {i} of Gamma sums to "
-                                f"{float(sum(Gamma[i]))}")
+        problems = row_sum_problems("alpha", alpha, "c", self.c)
+        problems += row_sum_problems("Gamma", Gamma, "d", self.d)
         beta = [[alpha[i][j] + Gamma[i][j] for j in range(s)] for i in range(s)]
         checks = [("m", b, self.order)]
         if b_hat is not None:
             checks.append(("m_hat", b_hat, self.embedded_order))
         for label, weights, order in checks:
-            for text, value, required in order_conditions(weights, alpha, beta, self.gamma,
-                                                          min(order, 4)):
-                if abs(value - required) > tol:
-                    problems.append(f"order condition of {label} fails: {text} "
-                                    f"(got {float(value)!r}, need {float(required)!r})")
+            problems += condition_problems(
+                label, order_conditions(weights, alpha, beta, self.gamma, min(order, 4)))
         if self.dense is not None:
-            for i, row in enumerate(self.dense):
-                if abs(sum(row, Fraction(0)) - self.m[i]) > tol:
-                    problems.append(f"dense row {i} sums to {float(sum(row))} but m[{i}] = "
-                                    f"{float(self.m[i])} (the interpolant must end at the "
-                                    "solution)")
+            problems += dense_sum_problems(self.dense, "m", self.m)
         if self.stiffly_accurate:
             last = self.a[s - 1]
             if abs(self.m[s - 1] - 1) > tol or any(

@@ -28,6 +28,12 @@ k_i`` with weight polynomials ``b_i(theta) = sum_q dense[i][q] theta**(q+1)``
 interpolant of the step's ends (:meth:`ButcherTableau.interpolant`), which
 needs ``f(t_n+1, y_n+1)``: the last stage of an FSAL tableau, one more
 evaluation otherwise.
+
+Every tableau family (this one, :mod:`~cubie_kernel.algorithms.rosenbrock_tableau`,
+:mod:`~cubie_kernel.algorithms.dirk_tableau`) stores its coefficients with the
+converters here and checks itself at construction with the shared checks
+below (:func:`check_tableau`): shapes first, then the algebra, and a
+ValueError that names every problem and the field it is about.
 """
 
 from __future__ import annotations
@@ -71,6 +77,78 @@ def _rows(rows: Sequence[Sequence]) -> tuple[tuple[Fraction, ...], ...]:
 
 def _optional_row(values):
     return None if values is None else _row(values)
+
+
+def _optional_rows(values):
+    return None if values is None else _rows(values)
+
+
+# ------------------------------------------ checks shared by every tableau family
+# Each returns a list of problems, each naming the field it is about; a
+# tableau collects them in ``_shape_problems`` (checked first) and
+# ``_algebra_problems`` (checked once the shapes are right), and its
+# ``__attrs_post_init__`` is :func:`check_tableau`.
+
+
+def check_tableau(tableau) -> None:
+    """Raise ValueError naming every problem of ``tableau``: its shapes, then
+    (when the shapes are right) its algebra."""
+    problems = tableau._shape_problems()
+    if not problems:
+        problems = tableau._algebra_problems()
+    if problems:
+        raise ValueError(f"tableau {tableau.name!r}: " + "; ".join(problems))
+
+
+def ragged_problems(label: str, rows, s: int, diagonal: bool = False) -> list[str]:
+    """``rows`` must be ``s`` rows of a lower triangle: row ``i`` has ``i``
+    entries (strictly lower), or ``i + 1`` with the diagonal."""
+    problems = []
+    if len(rows) != s:
+        problems.append(f"{label} has {len(rows)} rows but the method has {s} stages")
+    for i, row in enumerate(rows):
+        expected = i + 1 if diagonal else i
+        if len(row) != expected:
+            problems.append(f"{label}[{i}] has {len(row)} entries, expected {expected}"
+                            + (" (the lower triangle with the diagonal)" if diagonal else ""))
+    return problems
+
+
+def length_problems(weights: str, s: int, **rows) -> list[str]:
+    """Each of ``rows`` (None: absent) must have ``s`` entries, one per stage,
+    like the weights named ``weights``."""
+    return [f"len({label})={len(row)} but len({weights})={s}"
+            for label, row in rows.items() if row is not None and len(row) != s]
+
+
+def row_sum_problems(label: str, rows, target: str, values) -> list[str]:
+    """Row ``i`` of ``rows`` must sum to ``values[i]`` (``c_i = sum_j a_ij``)."""
+    return [f"row {i} of {label} sums to {float(sum(row))}, {target}[{i}] = {float(values[i])}"
+            for i, row in enumerate(rows)
+            if abs(sum(row, Fraction(0)) - values[i]) > ALGEBRA_TOLERANCE]
+
+
+def dense_shape_problems(dense, s: int) -> list[str]:
+    """Continuous-extension rows (None: absent) must be ``s`` rows of one length."""
+    if dense is None or (len(dense) == s and len({len(row) for row in dense}) == 1):
+        return []
+    return [f"dense needs {s} rows of equal length (one per stage)"]
+
+
+def dense_sum_problems(dense, label: str, weights) -> list[str]:
+    """Dense row ``i`` must sum to the weight ``weights[i]`` (the interpolant
+    ends at the solution)."""
+    return [f"dense row {i} sums to {float(sum(row))} but {label}[{i}] = {float(weights[i])} "
+            "(the interpolant must end at the solution)"
+            for i, row in enumerate(dense)
+            if abs(sum(row, Fraction(0)) - weights[i]) > ALGEBRA_TOLERANCE]
+
+
+def condition_problems(label: str, conditions) -> list[str]:
+    """The failed ones of ``(condition, value, required)`` triples for the weights ``label``."""
+    return [f"order condition of {label} fails: {text} "
+            f"(got {float(value)!r}, need {float(required)!r})"
+            for text, value, required in conditions if abs(value - required) > ALGEBRA_TOLERANCE]
 
 
 @attrs.frozen
@@ -128,51 +206,40 @@ class ButcherTableau:
     b_error: tuple | None = attrs.field(default=None, converter=_optional_row)
     error_order: int | None = None
     description: str = ""
-    dense: tuple | None = attrs.field(default=None, converter=lambda v: None if v is None else _rows(v))
+    dense: tuple | None = attrs.field(default=None, converter=_optional_rows)
     dense_order: int | None = None
 
     def __attrs_post_init__(self):
+        check_tableau(self)
+
+    # ------------------------------------------------------------------ checks
+    def _shape_problems(self) -> list[str]:
+        s = len(self.b)
+        return length_problems("b", s, c=self.c) + ragged_problems("a", self.a, s)
+
+    def _algebra_problems(self) -> list[str]:
         s = len(self.b)
         problems = []
-        if len(self.c) != s:
-            problems.append(f"len(c)={len(self.c)} but len(b)={s}")
-        if len(self.a) != s:
-            problems.append(f"a has {len(self.a)} rows but the method has {s} stages")
-        for i, row in enumerate(self.a):
-            if len(row) != i:
-                problems.append(f"a[{i}] has {len(row)} entries, expected {i}")
-        if problems:
-            raise ValueError(f"tableau {self.name!r}: " + "; ".join(problems))
         if self.c[0] != 0:
             problems.append(f"c[0] = {self.c[0]} but an explicit method needs 0")
-        for i, row in enumerate(self.a):
-            if abs(sum(row, Fraction(0)) - self.c[i]) > ALGEBRA_TOLERANCE:
-                problems.append(f"row {i} of a sums to {float(sum(row))}, c[{i}] = {float(self.c[i])}")
+        problems += row_sum_problems("a", self.a, "c", self.c)
         if abs(sum(self.b, Fraction(0)) - 1) > ALGEBRA_TOLERANCE:
             problems.append(f"b sums to {float(sum(self.b))}, expected 1")
         if self.b_error is not None:
-            if len(self.b_error) != s:
-                problems.append(f"len(b_error)={len(self.b_error)} but len(b)={s}")
-            elif abs(sum(self.b_error, Fraction(0))) > ALGEBRA_TOLERANCE:
+            lengths = length_problems("b", s, b_error=self.b_error)
+            problems += lengths
+            if not lengths and abs(sum(self.b_error, Fraction(0))) > ALGEBRA_TOLERANCE:
                 problems.append(f"b_error sums to {float(sum(self.b_error))}, expected 0")
             if self.error_order is None:
                 problems.append("b_error given without error_order")
         elif self.error_order is not None:
             problems.append("error_order given without b_error")
         if self.dense is not None:
-            if len(self.dense) != s or len({len(row) for row in self.dense}) != 1:
-                problems.append(f"dense needs {s} rows of equal length (one per stage)")
-            else:
-                for i, row in enumerate(self.dense):
-                    if abs(sum(row, Fraction(0)) - self.b[i]) > ALGEBRA_TOLERANCE:
-                        problems.append(
-                            f"dense row {i} sums to {float(sum(row))} but b[{i}] = "
-                            f"{float(self.b[i])} (the interpolant must end at the solution)"
-                        )
+            problems += (dense_shape_problems(self.dense, s)
+                         or dense_sum_problems(self.dense, "b", self.b))
             if self.dense_order is None:
                 problems.append("dense given without dense_order")
-        if problems:
-            raise ValueError(f"tableau {self.name!r}: " + "; ".join(problems))
+        return problems
 
     def interpolant(self) -> tuple[tuple[tuple[Fraction, ...], ...], bool]:
         """Weight polynomials of the step's continuous extension.

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from scipy.integrate import solve_ivp as scipy_solve_ivp
 
-from cubie_kernel import Metric, ODESystem, Output, Solver
+from cubie_kernel import Metric, ODESystem, Output, RunStatus, Solver
 from cubie_kernel.algorithms.tableaus import get_tableau
 from cubie_kernel.outputs.metrics import BUILTIN_METRICS, MetricResult
 from cubie_kernel.systems import harmonic_oscillator, lorenz
@@ -378,17 +378,32 @@ def test_final_state_equals_the_last_saved_row():
 
 def test_failed_runs_have_nan_summaries_and_final_state():
     system = lorenz()
+    parameters = {"rho": [0.5, 28.0]}
+    # What each run needs, read from an uncapped solve with the settings of
+    # test_final_state_equals_the_last_saved_row (its kernel, loaded from the
+    # session's disk cache instead of compiled again): the output does not
+    # change the steps, and max_steps only stops a run.
+    free = Solver(system, method="rk45", target="cpu",
+                  output=Output(save_every=0.1, final_state=True)).solve(
+        parameters=parameters, duration=5.0)
+    np.testing.assert_array_equal(free.status.values, 0)
+    easy, hard = free.n_steps.values + free.n_rejected.values
+    assert 2 * easy < hard, (easy, hard)
+    # A cap between the two: rho = 0.5 finishes, rho = 28 fails part-way.
+    max_steps = int((easy + hard) // 2)
     out = Output(states=["x"], observables=[], save_every=0.1, summaries=["max"],
                  summarise_every=1.0, final_state=True)
-    parameters = {"rho": [0.5, 28.0]}
-    free = Solver(system, method="rk45", rtol=1e-10, target="cpu", output=out).solve(
-        parameters=parameters, duration=5.0)
-    easy, hard = free.n_steps.values
-    assert easy < hard
-    ds = Solver(system, method="rk45", rtol=1e-10, target="cpu", output=out,
-                max_steps=int((easy + hard) // 2)).solve(parameters=parameters, duration=5.0)
+    ds = Solver(system, method="rk45", target="cpu", output=out,
+                max_steps=max_steps).solve(parameters=parameters, duration=5.0)
     ok, failed = ds.status.values
-    assert ok == 0 and failed != 0
+    assert ok == 0 and failed == int(RunStatus.MAX_STEPS_EXCEEDED), failed
+    attempted = ds.n_steps.values + ds.n_rejected.values
+    assert attempted[0] == easy and attempted[1] == max_steps, (attempted, easy, max_steps)
+    # the finished run is the uncapped one; the failed one is, up to its failure
+    np.testing.assert_array_equal(ds.x_final.values[0], free.x_final.values[0])
+    saved = ~np.isnan(ds.x.values[1])
+    assert 0 < saved.sum() < saved.size
+    np.testing.assert_array_equal(ds.x.values[:, saved], free.x.values[:, saved])
     assert np.isfinite(ds.x_max.values[0]).all() and np.isfinite(ds.x_final.values[0])
     assert np.isnan(ds.x_final.values[1])
     bad = np.isnan(ds.x_max.values[1])

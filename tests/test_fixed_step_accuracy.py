@@ -149,20 +149,44 @@ def test_harmonic_oscillator_matches_closed_form():
             u = per_save @ u
 
 
-def _oscillator_error(method: str, dt: float, duration: float = 2.0) -> float:
-    solver = _solver("harmonic", method, dt, 0.5)
-    ds = solver.solve({"x": 1.0, "v": 0.0}, {"omega": 1.0}, duration=duration)
-    x_exact, v_exact = oscillator_exact(1.0, 0.0, 1.0, duration)
-    return float(np.hypot(ds["x"].values[0, -1] - x_exact, ds["v"].values[0, -1] - v_exact))
-
-
 def _fitted_order(dts, errors) -> float:
     slope, _ = np.polyfit(np.log(dts), np.log(errors), 1)
     return float(slope)
 
 
+# Compile budget: dt is compiled in, so the order tests below take their step
+# sizes from a symmetry of the problem instead of one kernel per step size
+# (as test_adaptive.py does). Each kernel steps at the finest step; a run whose
+# problem is sped up by a power of two k integrates the original problem at k
+# times that step, stage for stage.
+def _time_scales(dts) -> np.ndarray:
+    """k = dt / dts[-1] for each step size (powers of two here)."""
+    scales = np.array([4.0, 2.0, 1.0])
+    np.testing.assert_allclose(scales * dts[-1], dts, rtol=1e-12)
+    return scales
+
+
+def _unit_oscillator_errors() -> list[float]:
+    """RK4's error on the unit oscillator (x0 = 1, v0 = 0) at t = 2 for RK4_ORDER_DTS.
+
+    omega = k at step dt is the unit oscillator in tau = k t at step k dt, in the
+    variables (x, v / k): the runs omega = 4, 2, 1 read at t = 2 / omega.
+    """
+    scales = _time_scales(RK4_ORDER_DTS)
+    ds = _solver("harmonic", "rk4", RK4_ORDER_DTS[-1], 0.5).solve(
+        {"x": 1.0, "v": 0.0}, {"omega": scales}, duration=2.0)
+    x_exact, v_exact = oscillator_exact(1.0, 0.0, 1.0, 2.0)
+    errors = []
+    for run, k in enumerate(scales):
+        i = int(np.argmin(np.abs(ds.time.values - 2.0 / k)))
+        assert ds.time.values[i] == pytest.approx(2.0 / k, abs=1e-12)
+        x, u = ds["x"].values[run, i], ds["v"].values[run, i] / k
+        errors.append(float(np.hypot(x - x_exact, u - v_exact)))
+    return errors
+
+
 def test_rk4_converges_with_order_four():
-    errors = [_oscillator_error("rk4", dt) for dt in RK4_ORDER_DTS]
+    errors = _unit_oscillator_errors()
     assert all(e > 1e-13 for e in errors), errors  # well above round-off
     for coarse, fine in zip(errors, errors[1:]):
         assert 16 * 0.85 <= coarse / fine <= 16 * 1.15, errors
@@ -170,11 +194,20 @@ def test_rk4_converges_with_order_four():
 
 
 def test_euler_converges_with_order_one():
-    """Euler on y' = y**2 from y0 = -1: y(T) = -1 / (1 + T)."""
+    """Euler on y' = y**2 from y0 = -1: y(T) = -1 / (1 + T), at T = 2, steps EULER_ORDER_DTS.
+
+    z(t) = k y(k t) solves the same equation from z0 = -k, and Euler at step dt on
+    z is exactly (k a power of two) k times Euler at step k dt on y: the runs
+    z0 = -4, -2, -1 read at t = 2 / k, divided by k.
+    """
+    scales = _time_scales(EULER_ORDER_DTS)
+    ds = _solver("riccati", "euler", EULER_ORDER_DTS[-1], 0.5).solve({"y": -scales},
+                                                                      duration=2.0)
     errors = []
-    for dt in EULER_ORDER_DTS:
-        ds = _solver("riccati", "euler", dt, 0.5).solve({"y": -1.0}, duration=2.0)
-        errors.append(abs(float(ds["y"].values[0, -1]) - (-1.0 / 3.0)))
+    for run, k in enumerate(scales):
+        i = int(np.argmin(np.abs(ds.time.values - 2.0 / k)))
+        assert ds.time.values[i] == pytest.approx(2.0 / k, abs=1e-12)
+        errors.append(abs(float(ds["y"].values[run, i]) / k - (-1.0 / 3.0)))
     for coarse, fine in zip(errors, errors[1:]):
         assert 2 * 0.9 <= coarse / fine <= 2 * 1.1, errors
     assert _fitted_order(EULER_ORDER_DTS, errors) == pytest.approx(1.0, abs=0.1)

@@ -9,12 +9,15 @@
 #   make clean   caches and build leftovers (keeps .venv); distclean drops .venv too
 #
 # PYTEST_ARGS is passed to both pytest runs, e.g. make test PYTEST_ARGS="-x -k lorenz".
+# PYTEST_WORKERS: processes for the main suite (pytest-xdist; "auto": one per
+# core, 0: the suite in this one process), e.g. make test PYTEST_WORKERS=0.
 
 PYTHON ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+PYTEST_WORKERS ?= auto
 
 # Helper modules in benchmarks/ start with an underscore and are not run;
 # gpu_check.py is the whole GPU check (pytest included): make gpu-check runs it.
@@ -82,13 +85,21 @@ demo: venv
 
 # Exit code 5 (no tests collected) is a failure for both runs: make stops on
 # any non-zero exit, and the message says why.
+#
+# The main suite's time is numba compiling kernels, one CPU core each, so it
+# runs on PYTEST_WORKERS processes. --dist loadfile keeps every test file on
+# one worker, in order: a module-scoped fixture's kernel is compiled once, and
+# tests that build on an earlier one in their file (the README's run, then its
+# show) still find it. The workers share the session's kernel cache folder
+# (tests/conftest.py sets CUBIE_CACHE_DIR before they start), so a kernel one
+# worker compiled is loaded, not compiled, by the other.
 test: venv
 	@$(MAKE) --no-print-directory test-main
 	@$(MAKE) --no-print-directory test-cudasim
 
 test-main: venv
 	@echo '== pytest -m "not cudasim and not slurm" (cpu target, PTX compile)'
-	@$(VPY) -m pytest -m "not cudasim and not slurm" -q -rs $(PYTEST_ARGS); rc=$$?; \
+	@$(VPY) -m pytest -m "not cudasim and not slurm" -q -rs -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo 'make test: no tests collected for -m "not cudasim and not slurm" (pytest exit 5)' >&2; fi; \
 	exit $$rc
 

@@ -19,8 +19,11 @@ import numpy as np
 import pytest
 
 # Compiled kernels go to a fresh folder per test session (shared by the
-# session's subprocesses and dask workers), never to the user's cache.
-os.environ.setdefault("CUBIE_CACHE_DIR", tempfile.mkdtemp(prefix="cubie-test-kernels-"))
+# session's subprocesses, dask workers and pytest-xdist workers, which inherit
+# it from the process that started them), never to the user's cache. Only the
+# process that starts the session makes the folder.
+if "CUBIE_CACHE_DIR" not in os.environ:
+    os.environ["CUBIE_CACHE_DIR"] = tempfile.mkdtemp(prefix="cubie-test-kernels-")
 
 GPU_SKIP_REASON = "no CUDA GPU visible"
 CUDASIM_SKIP_REASON = "set NUMBA_ENABLE_CUDASIM=1 (make test does)"

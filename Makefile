@@ -9,8 +9,8 @@
 #   make clean   caches and build leftovers (keeps .venv); distclean drops .venv too
 #
 # PYTEST_ARGS is passed to both pytest runs, e.g. make test PYTEST_ARGS="-x -k lorenz".
-# PYTEST_WORKERS: processes for the main suite (pytest-xdist; "auto": one per
-# core, 0: the suite in this one process), e.g. make test PYTEST_WORKERS=0.
+# PYTEST_WORKERS: processes for the main and simulator suites (pytest-xdist;
+# "auto": one per core, 0: each suite in one process), e.g. make test PYTEST_WORKERS=0.
 
 PYTHON ?= python3
 VENV := .venv
@@ -86,8 +86,9 @@ demo: venv
 # Exit code 5 (no tests collected) is a failure for both runs: make stops on
 # any non-zero exit, and the message says why.
 #
-# The main suite's time is numba compiling kernels, one CPU core each, so it
-# runs on PYTEST_WORKERS processes. --dist loadfile keeps every test file on
+# Both suites' time is numba compiling kernels (and, for the simulator suite,
+# running them in Python), one CPU core each, so they run on PYTEST_WORKERS
+# processes. --dist loadfile keeps every test file on
 # one worker, in order: a module-scoped fixture's kernel is compiled once, and
 # tests that build on an earlier one in their file (the README's run, then its
 # show) still find it. The workers share the session's kernel cache folder
@@ -107,7 +108,7 @@ test-main: venv
 # a process of its own.
 test-cudasim: venv
 	@echo '== NUMBA_ENABLE_CUDASIM=1 pytest -m cudasim (CUDA simulator)'
-	@NUMBA_ENABLE_CUDASIM=1 $(VPY) -m pytest -m cudasim -q -rs $(PYTEST_ARGS); rc=$$?; \
+	@NUMBA_ENABLE_CUDASIM=1 $(VPY) -m pytest -m cudasim -q -rs -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo 'make test: no tests collected for -m cudasim (pytest exit 5)' >&2; fi; \
 	exit $$rc
 

@@ -89,8 +89,8 @@ class EventSettings:
 class EventFunctions(CompiledFactory):
     """Factory of the device functions that find, record and act on crossings.
 
-    ``device_function`` is a tuple ``(start, check, scan, state_at, reset,
-    clear)``, each per lane ``j`` (see :meth:`build`); ``es`` and
+    ``device_function`` is a tuple ``(start, trial, check, scan, state_at,
+    reset, clear)``, each per lane ``j`` (see :meth:`build`); ``es`` and
     ``ep`` in their signatures are this factory's shared and persistent
     regions (the loop's child allocators), ``stages`` the step's
     ``dense_stages`` (unused by the Hermite interpolant).
@@ -146,6 +146,7 @@ class EventFunctions(CompiledFactory):
         n_events = len(s.events)
         generated = event_functions(s.system, s.events, precision)
         values_of = jit(generated["event_values_lane"])
+        values_at = jit(generated["event_values_lane"], inline=True)
         reset_of = jit(generated["event_reset_lane"])
         directions = tuple(int(e.direction) for e in s.events)
         acting = tuple(bool(e.acts) for e in s.events)
@@ -184,20 +185,26 @@ class EventFunctions(CompiledFactory):
 
         start = jit(start)
 
-        def check(proposed, params, t_new, j, es, ep):
-            """g at the step's end; 1 when the step must be scanned (some event
-            crossed between the step's ends, or some event looks inside every
-            step), else 0 (and g at the end becomes the next step's reference)."""
+        def trial(proposed, params, t_new, j, es, ep):
+            """g at the step's end (``event_trial``); written without calls or
+            branches, so that a loop over the lanes vectorises."""
+            values_at(proposed, params, precision(t_new), alloc_trial(es, ep), j, L)
+
+        trial = jit(trial, inline=True)
+
+        def check(j, es, ep):
+            """1 when lane ``j``'s step must be scanned (some event crossed between
+            the step's ends, or some event looks inside every step), else 0, and
+            g at the step's end becomes the next step's reference."""
             values = alloc_values(es, ep)
-            trial = alloc_trial(es, ep)
-            values_of(proposed, params, precision(t_new), trial, j, L)
+            after = alloc_trial(es, ep)
             found = 1 if scans_inside else 0
             for e in range(n_events):
-                if crossed(values[e * L + j], trial[e * L + j], directions[e]):
+                if crossed(values[e * L + j], after[e * L + j], directions[e]):
                     found = 1
             if found == 0:
                 for e in range(n_events):
-                    values[e * L + j] = trial[e * L + j]
+                    values[e * L + j] = after[e * L + j]
             return found
 
         check = jit(check, inline=True)
@@ -372,7 +379,7 @@ class EventFunctions(CompiledFactory):
 
         clear = jit(clear)
 
-        return start, check, scan, state_at, reset, clear
+        return start, trial, check, scan, state_at, reset, clear
 
     @property
     def interpolant(self) -> str:

@@ -224,8 +224,8 @@ class IVPLoop(CompiledFactory):
             event_shared, event_persistent = registry.get_child_allocators(
                 self, self.events, "events", s.target, precision
             )
-            (event_start, event_check, event_scan, event_state_at, event_reset,
-             event_clear) = self.events.device_function
+            (event_start, event_trial, event_check, event_scan, event_state_at,
+             event_reset, event_clear) = self.events.device_function
             terminal = tuple(bool(e.terminal) for e in s.events)
         max_resets = int(s.max_resets)
         first_step = self._build_first_step(backend, precision, lanes)
@@ -618,14 +618,16 @@ class IVPLoop(CompiledFactory):
             event acted on."""
             es = event_shared(shared, persistent)
             ep = event_persistent(shared, persistent)
+            for j in range(L):  # every lane at once (vectorises); only the taken ones count
+                event_trial(proposed, params, clock[T + j] + wide(step_type(clock[H_TRY + j])),
+                            j, es, ep)
             acted = 0
             for j in range(L):
                 if flags[RUN + j] < 0:
                     continue
                 if adaptive and flags[ACCEPT + j] == 0:
                     continue
-                t_new = clock[T + j] + wide(step_type(clock[H_TRY + j]))
-                if event_check(proposed, params, t_new, j, es, ep) == 0:
+                if event_check(j, es, ep) == 0:
                     continue
                 acted += cross(j, state, proposed, params, clock, flags, state_output,
                                observable_output, counter_output, summary_output, event_times,

@@ -45,6 +45,10 @@ class StepFactory(CompiledFactory):
     kind: str = ""
     #: Name of the step function the generated source defines.
     step_name: str = ""
+    #: The generated source defines ``dense_stages_lane`` (and the interpolant)
+    #: even without dense output: events recompute a crossing step's stages
+    #: instead of every step storing them.
+    recomputes_dense: bool = False
 
     def __init__(self, settings, registry) -> None:
         super().__init__(settings)
@@ -100,11 +104,13 @@ class StepFactory(CompiledFactory):
         # the module's name covers the source and what the namespace is made of
         identity = kernel_cache.describe((s, self.layout_key(layout)))
         module = kernel_cache.import_source(self.kind, self.source(), namespace, identity)
-        if s.dense:
+        if hasattr(module, "interpolate"):
             self._interpolate = jit(module.interpolate, inline=True)
             self._end_derivative = jit(module.end_derivative)
         else:
             self._interpolate = self._end_derivative = None
+        lane = getattr(module, "dense_stages_lane", None)
+        self._dense_stages_lane = None if lane is None else jit(lane)
         return jit(getattr(module, self.step_name))
 
     @property
@@ -121,3 +127,12 @@ class StepFactory(CompiledFactory):
         it needs ``f(t_n+1, y_n+1)`` beyond the stages (a no-op where it does not)."""
         self.device_function
         return self._end_derivative
+
+    @property
+    def dense_stages_lane_function(self):
+        """``dense_stages_lane(state, parameters, t, h, dense, j)`` (engines that
+        :attr:`recomputes_dense`, else None): the step of size ``h`` from ``(t,
+        state)`` again, for lane ``j`` alone, its interpolant's data into ``dense``
+        as a dense step would have stored it."""
+        self.device_function
+        return self._dense_stages_lane

@@ -27,8 +27,9 @@ Buffers (registered under the loop's ``events`` child, persistent, sizes
 in elements): ``event_values`` (g at the run's current state), ``event_trial``
 (g at the step's end), ``event_probe`` (g inside the root finder),
 ``event_theta`` (each event's crossing in this step, 2 when none), each
-``n_events``; ``event_state`` (``n_states``, an interpolated state) and
-``event_slopes`` (``2 n_states`` for the Hermite interpolant, else 0).
+``n_events``; ``event_state`` (``n_states``, an interpolated state),
+``event_slopes`` (``2 n_states`` for the Hermite interpolant, else 0) and
+``event_dense`` (the interpolant's data of a recomputed crossing step, else 0).
 """
 
 from __future__ import annotations
@@ -41,8 +42,11 @@ from cubie_kernel.factory import CompiledFactory
 from cubie_kernel.systems import ODESystem
 from cubie_kernel.systems.events import Event, event_functions
 
-#: Interpolants a step's crossings are located on.
-INTERPOLANTS = ("step", "hermite")
+#: Interpolants a step's crossings are located on: the step's continuous
+#: extension from the stages a dense step stored, the same from the stages
+#: recomputed for a crossing step only (explicit Runge-Kutta: no step pays
+#: for storing them), or cubic Hermite.
+INTERPOLANTS = ("step", "recomputed", "hermite")
 
 #: Most root-finder iterations per crossing (Illinois converges superlinearly:
 #: about 6-10 are used at the tightest tolerance).
@@ -75,6 +79,7 @@ class EventSettings:
     system: ODESystem
     events: tuple[Event, ...]
     interpolant: str = "hermite"
+    dense_elements: int = 0
     theta_tolerance: float = 1e-12
     precision: type = np.float64
     target: str = "cpu"
@@ -107,7 +112,7 @@ class EventFunctions(CompiledFactory):
         return self._registry
 
     def dependencies(self):
-        return (self.step,) if self.compile_settings.interpolant == "step" else ()
+        return (self.step,) if self.compile_settings.interpolant != "hermite" else ()
 
     @property
     def n_events(self) -> int:
@@ -121,6 +126,9 @@ class EventFunctions(CompiledFactory):
         self._registry.register("event_state", self, n if m else 0, persistent=True)
         hermite = m and s.interpolant == "hermite"
         self._registry.register("event_slopes", self, 2 * n if hermite else 0, persistent=True)
+        recomputed = m and s.interpolant == "recomputed"
+        self._registry.register("event_dense", self, s.dense_elements if recomputed else 0,
+                                persistent=True)
 
     def settings_changed(self, changed: set[str]) -> None:
         self.register_buffers()
@@ -156,6 +164,7 @@ class EventFunctions(CompiledFactory):
         # a bound on the crossings one step can hold: each piece of each event, twice
         max_crossings = 2 * sum(p + 1 for p in interior) + 2
         hermite = s.interpolant == "hermite"
+        recomputed = s.interpolant == "recomputed"
         if hermite:
             dxdt = jit(s.system.lane_functions(precision)["dxdt_lane"])
             interpolate = None
@@ -164,6 +173,8 @@ class EventFunctions(CompiledFactory):
             dxdt = None
             interpolate = self.step.interpolate_function
             end_derivative = self.step.end_derivative_function
+        if recomputed:
+            dense_stages_lane = self.step.dense_stages_lane_function
         tolerance = precision(s.theta_tolerance)
         zero, one, half = precision(0.0), precision(1.0), precision(0.5)
         two, three = precision(2.0), precision(3.0)
@@ -330,6 +341,8 @@ class EventFunctions(CompiledFactory):
                 dxdt(state, params, precision(t_old), slopes, j, L)
                 dxdt(proposed, params, precision(t_old + span), slopes[n_states * L:], j, L)
             else:
+                if recomputed:  # the crossing step's interpolant data, again
+                    dense_stages_lane(state, params, t_old, span, stages, j)
                 end_derivative(proposed, params, precision(t_old + span), stages, j)
             for e in range(n_events):
                 thetas[e * L + j] = next_crossing(e, zero, values[e * L + j], state, proposed,

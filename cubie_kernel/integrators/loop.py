@@ -216,6 +216,7 @@ class IVPLoop(CompiledFactory):
             end_derivative = self.step.end_derivative_function
         has_events = bool(s.events)
         step_interpolant = has_events and self.events.interpolant == "step"
+        recomputed = has_events and self.events.interpolant == "recomputed"
         if dense or step_interpolant:
             alloc_dense = registry.get_allocator(
                 "dense_stages", self.step, s.target, precision
@@ -227,6 +228,9 @@ class IVPLoop(CompiledFactory):
             (event_start, event_trial, event_check, event_scan, event_state_at,
              event_reset, event_clear) = self.events.device_function
             terminal = tuple(bool(e.terminal) for e in s.events)
+            alloc_event_dense = registry.get_allocator(
+                "event_dense", self.events, s.target, precision
+            )
         max_resets = int(s.max_resets)
         first_step = self._build_first_step(backend, precision, lanes)
         jit = backend.device_jit
@@ -578,6 +582,8 @@ class IVPLoop(CompiledFactory):
             if step_interpolant:
                 stages = alloc_dense(step_shared(shared, persistent),
                                      step_persistent(shared, persistent))
+            elif recomputed:
+                stages = alloc_event_dense(es, ep)
             else:
                 stages = state  # unused by the Hermite interpolant
             t_old = clock[T + j]

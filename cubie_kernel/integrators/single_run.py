@@ -148,18 +148,34 @@ class _RunSettings:
 
     @property
     def step_dense(self) -> bool:
-        """The step keeps its continuous extension: for dense output, and for
-        locating events (methods with an accurate one; the others use a
-        cubic Hermite interpolant)."""
-        return self.dense_output or (bool(self.events) and get_tableau(self.method).dense_output)
+        """Every step stores its continuous extension's data: for dense output,
+        and for locating events with an engine that cannot recompute a
+        crossing step's (implicit methods)."""
+        tableau = get_tableau(self.method)
+        return self.dense_output or (
+            bool(self.events) and tableau.dense_output
+            and not engine_for(tableau)[0].recomputes_dense
+        )
 
-    def event_settings(self) -> EventSettings:
+    @property
+    def event_interpolant(self) -> str:
+        """What events are located on (:data:`~cubie_kernel.integrators.events.INTERPOLANTS`):
+        the method's continuous extension where it has an accurate one (from the
+        stored stages, or recomputed for a crossing step), else cubic Hermite."""
+        if not get_tableau(self.method).dense_output:
+            return "hermite"
+        return "step" if self.step_dense else "recomputed"
+
+    def event_settings(self, step) -> EventSettings:
+        """Settings of event location, with ``step`` (the run's step object)."""
         adaptive = self.controller_name != "fixed"
         rtol = self.controller_settings().rtol if adaptive else None
+        interpolant = self.event_interpolant
         return EventSettings(
             system=self.system,
             events=self.events,
-            interpolant="step" if self.step_dense else "hermite",
+            interpolant=interpolant,
+            dense_elements=step.dense_elements() if interpolant == "recomputed" else 0,
             theta_tolerance=theta_tolerance(self.precision, rtol),
             precision=self.precision,
             target=self.target,
@@ -294,7 +310,7 @@ class SingleIntegratorRun:
             get_tableau(settings.method), settings.system, registry, settings.precision,
             settings.target, settings.step_dense, settings.tolerances,
         )
-        self.events = EventFunctions(settings.event_settings(), self.step, registry)
+        self.events = EventFunctions(settings.event_settings(self.step), self.step, registry)
         self.controller = make_controller(
             settings.controller_name, settings.controller_settings(), registry
         )
@@ -337,7 +353,9 @@ class SingleIntegratorRun:
                 new.tolerances,
             ))
         self.events.step = self.step
-        self.events.update_compile_settings(attrs.asdict(new.event_settings(), recurse=False))
+        self.events.update_compile_settings(
+            attrs.asdict(new.event_settings(self.step), recurse=False)
+        )
         if new.controller_name != old.controller_name:
             self._replace_controller(new)
         else:

@@ -348,3 +348,21 @@ def test_float32_runs_locate_spikes_to_float32_accuracy():
         assert count == len(spikes)
         np.testing.assert_allclose(ds.spike_time[run, :count], spikes, rtol=2e-4)
         np.testing.assert_allclose(ds.spike_v[run, :count], -55.0, rtol=1e-5)
+
+
+def test_recomputed_stages_give_the_stored_stages_crossings():
+    """Without dense saving an explicit step stores nothing and a crossing step's
+    stages are recomputed; with it they are stored. Same crossings either way."""
+    common = dict(method="rk45", target="cpu", rtol=1e-9, atol=1e-9,
+                  events=[Event("section", "z - 27", direction=1, max_records=32)])
+    rhos = {"rho": np.array([28.0, 35.0])}
+    recomputed = Solver(lorenz(), output={"final_state": True}, **common)
+    stored = Solver(lorenz(), output={"save_every": 0.5, "final_state": True}, **common)
+    assert recomputed.settings.event_interpolant == "recomputed"
+    assert stored.settings.event_interpolant == "step"
+    a = recomputed.solve({"x": 1.0}, rhos, 8.0)
+    b = stored.solve({"x": 1.0}, rhos, 8.0)
+    np.testing.assert_array_equal(a.section_count.values, b.section_count.values)
+    np.testing.assert_array_equal(a.n_steps.values, b.n_steps.values)
+    np.testing.assert_allclose(a.section_time.values, b.section_time.values, rtol=1e-12)
+    np.testing.assert_allclose(a.section_x.values, b.section_x.values, rtol=1e-10)

@@ -125,7 +125,7 @@ def test_per_run_device_bytes_counts_inputs_outputs_and_scratch():
     inputs = (3 + 3) * itemsize
     outputs = n_saves * 3 * itemsize  # 3 states, no observables
     bookkeeping = 3 * 4  # status + 2 counters (int32)
-    run_state = 7 * 8 + 11 * 4  # the loop's per-run state words: 7 float64, 11 int32
+    run_state = 8 * 8 + 13 * 4  # the loop's per-run state words: 8 float64, 13 int32
     # state, proposal, error (none: RK4), stages (none: RK4 keeps them in
     # registers), the lane's parameters
     scratch = (3 + 3 + 0 + 0 + 3) * itemsize

@@ -151,20 +151,20 @@ class _RunSettings:
         """Every step stores its continuous extension's data: for dense output,
         and for locating events with an engine that cannot recompute a
         crossing step's (implicit methods)."""
-        tableau = get_tableau(self.method)
-        return self.dense_output or (
-            bool(self.events) and tableau.dense_output
-            and not engine_for(tableau)[0].recomputes_dense
-        )
+        return self.dense_output or (bool(self.events) and self.event_interpolant == "step")
 
     @property
     def event_interpolant(self) -> str:
         """What events are located on (:data:`~cubie_kernel.integrators.events.INTERPOLANTS`):
         the method's continuous extension where it has an accurate one (from the
-        stored stages, or recomputed for a crossing step), else cubic Hermite."""
-        if not get_tableau(self.method).dense_output:
+        stages every step stores, or recomputed for a crossing step by engines
+        that can), else cubic Hermite."""
+        tableau = get_tableau(self.method)
+        if not tableau.dense_output:
             return "hermite"
-        return "step" if self.step_dense else "recomputed"
+        if self.dense_output or not engine_for(tableau)[0].recomputes_dense:
+            return "step"
+        return "recomputed"
 
     def event_settings(self, step) -> EventSettings:
         """Settings of event location, with ``step`` (the run's step object)."""

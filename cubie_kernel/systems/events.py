@@ -29,6 +29,8 @@ import attrs
 import numpy as np
 
 from cubie_kernel.systems.equations import (
+    SystemDefinitionError,
+    _as_strings,
     _Checker,
     _Emitter,
     _ExprError,
@@ -59,23 +61,13 @@ class EventDefinitionError(ValueError):
 
 
 def _as_reset(value: Any) -> tuple[str, ...]:
-    if value is None:
-        return ()
+    """Reset assignments as a tuple of strings (one string may join them with ';')."""
     if isinstance(value, str):
-        value = [part for part in value.replace(";", "\n").splitlines()]
+        value = value.replace(";", "\n")
     try:
-        items = list(value)
-    except TypeError:
-        raise EventDefinitionError(
-            f"reset must be a sequence of assignments '<state> = <expression>', got {value!r}"
-        ) from None
-    out = []
-    for item in items:
-        if not isinstance(item, str):
-            raise EventDefinitionError(f"reset: {item!r} is not a string")
-        if item.strip():
-            out.append(item.strip())
-    return tuple(out)
+        return _as_strings(value, "reset")
+    except SystemDefinitionError as err:
+        raise EventDefinitionError(str(err)) from None
 
 
 @attrs.frozen
@@ -153,22 +145,15 @@ class Event:
                 f"{label}: terminal must be True or False, got {self.terminal!r}"
             )
         object.__setattr__(self, "terminal", bool(self.terminal))
-        records = self.max_records
-        if (isinstance(records, bool) or not isinstance(records, (int, np.integer))
-                or not 0 <= records <= MAX_RECORDS_LIMIT):
-            raise EventDefinitionError(
-                f"{label}: max_records must be an int from 0 to {MAX_RECORDS_LIMIT}, "
-                f"got {records!r}"
-            )
-        object.__setattr__(self, "max_records", int(records))
-        points = self.interior_points
-        if (isinstance(points, bool) or not isinstance(points, (int, np.integer))
-                or not 0 <= points <= MAX_INTERIOR_POINTS):
-            raise EventDefinitionError(
-                f"{label}: interior_points must be an int from 0 to {MAX_INTERIOR_POINTS}, "
-                f"got {points!r}"
-            )
-        object.__setattr__(self, "interior_points", int(points))
+        for field, high in (("max_records", MAX_RECORDS_LIMIT),
+                            ("interior_points", MAX_INTERIOR_POINTS)):
+            value = getattr(self, field)
+            if (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+                    or not 0 <= value <= high):
+                raise EventDefinitionError(
+                    f"{label}: {field} must be an int from 0 to {high}, got {value!r}"
+                )
+            object.__setattr__(self, field, int(value))
         if self.terminal and self.reset:
             raise EventDefinitionError(
                 f"{label}: a terminal event ends the run, so its reset {list(self.reset)} "
